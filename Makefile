@@ -1,0 +1,43 @@
+# fedbeat: one-command install, tests and the default simulation.
+# TFF 0.87.0 pins jax==0.4.14, which no registry serves, so the install is two steps:
+# the pinned lock (jax/jaxlib 0.4.13) with --no-deps, then TFF itself with --no-deps.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedbeat-installed
+TFF_VERSION := 0.87.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast simulate lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "fedbeat needs Python 3.11 (TFF 0.87 supports 3.9-3.11): '$(PYTHON)' not found; install it or run 'make setup PYTHON=/path/to/python3.11'"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] <= (3, 11) else 1)' || { echo "fedbeat needs Python 3.9-3.11 for TFF 0.87, but '$(PYTHON)' is $$($(PYTHON) -V 2>&1); run 'make setup PYTHON=/path/to/python3.11'"; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tensorflow-federated==$(TFF_VERSION)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -c 'import tensorflow_federated, tflite_runtime.interpreter, wfdb, scipy, numpy; print("fedbeat environment ready:", "numpy", numpy.__version__, "scipy", scipy.__version__)'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+simulate: setup
+	$(BIN)/fedbeat simulate
+
+# Re-resolve the lock from requirements/base.in in a scratch venv (needs registry access).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -r requirements/base.in
+	{ sed -n '1,3p' requirements/lock.txt; .lock-venv/bin/pip freeze --all | grep -v '^pip==' | grep -vi '^tensorflow-federated'; } > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

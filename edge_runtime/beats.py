@@ -1,0 +1,130 @@
+"""The beat window and RR features: how an ECG becomes model input, on the server and the wrist.
+
+Both ``datasets/`` (annotated R peaks of MIT-BIH) and the device (R peaks it detects
+itself) call these functions, so there is exactly one definition of a beat.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+
+from edge_runtime.filters import bandpass_resample
+
+RR_FEATURE_NAMES: tuple[str, ...] = (
+    "pre_rr_s",
+    "post_rr_s",
+    "local_rr_s",
+    "pre_over_local",
+    "post_over_local",
+    "pre_over_post",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeatSpec:
+    """How a beat is cut from an ECG lead.
+
+    The default rate, 125 Hz, is a watch-like rate that still carries the 0.5-40 Hz
+    monitoring bandwidth (AHA/IEC 60601-2-47 ambulatory ECG) with margin below its 62.5 Hz
+    Nyquist; watches record at 250-512 Hz and downsample cheaply, and a 125 Hz window keeps
+    the model and on-device training small. The window, 0.256 s before the R peak and
+    0.448 s after, covers the P wave, a wide ventricular QRS and most of the T wave, and is
+    88 samples at 125 Hz (divisible by 8, so three 2x poolings stay exact).
+    """
+
+    fs_hz: float = 125.0
+    band_hz: tuple[float, float] = (0.5, 40.0)
+    filter_order: int = 2
+    before_s: float = 0.256
+    after_s: float = 0.448
+    rr_context_beats: int = 5
+
+    def __post_init__(self) -> None:
+        low, high = self.band_hz
+        if self.fs_hz <= 0:
+            raise ValueError(f"fs_hz must be positive, got {self.fs_hz}")
+        if not 0 <= low < high < self.fs_hz / 2:
+            raise ValueError(f"band_hz must satisfy 0 <= low < high < fs_hz/2 = {self.fs_hz / 2}, got {self.band_hz}")
+        if self.filter_order < 1:
+            raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
+        if self.before_s <= 0 or self.after_s <= 0:
+            raise ValueError(f"before_s and after_s must be positive, got {self.before_s}, {self.after_s}")
+        if self.rr_context_beats < 1:
+            raise ValueError(f"rr_context_beats must be >= 1, got {self.rr_context_beats}")
+
+    @property
+    def before(self) -> int:
+        """Samples before the R peak."""
+        return int(round(self.before_s * self.fs_hz))
+
+    @property
+    def after(self) -> int:
+        """Samples from the R peak (included) onwards."""
+        return int(round(self.after_s * self.fs_hz))
+
+    @property
+    def window(self) -> int:
+        return self.before + self.after
+
+    def fingerprint(self) -> str:
+        """Stable hash of the spec: changes whenever any beat would change."""
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def condition(signal: np.ndarray, fs_in: float, spec: BeatSpec) -> np.ndarray:
+    """Raw lead (float[n], mV, fs_in Hz) -> filtered lead at spec.fs_hz (float32, mV)."""
+    return bandpass_resample(signal, fs_in, spec.fs_hz, band_hz=spec.band_hz, order=spec.filter_order)
+
+
+def to_spec_samples(r_peaks: np.ndarray, fs_in: float, spec: BeatSpec) -> np.ndarray:
+    """R-peak sample indices at fs_in -> nearest sample indices at spec.fs_hz."""
+    return np.rint(np.asarray(r_peaks, dtype=np.float64) * (spec.fs_hz / fs_in)).astype(np.int64)
+
+
+def beat_windows(conditioned: np.ndarray, r_peaks: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Cut and normalise one window per R peak.
+
+    conditioned: float32[n] at spec.fs_hz; r_peaks: int[m] sample indices at spec.fs_hz.
+    Returns (windows float32[k, spec.window], kept bool[m]) where peaks whose window would
+    run off either end are dropped. Each window is z-scored so that amplitude differences
+    between electrodes, watches and people do not dominate morphology.
+    """
+    r = np.asarray(r_peaks, dtype=np.int64)
+    kept = (r - spec.before >= 0) & (r + spec.after <= conditioned.shape[0])
+    index = r[kept, None] + np.arange(-spec.before, spec.after)[None, :]
+    windows = conditioned[index].astype(np.float32)
+    windows -= windows.mean(axis=1, keepdims=True)
+    windows /= np.maximum(windows.std(axis=1, keepdims=True), 1e-6)
+    return windows, kept
+
+
+def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.ndarray]:
+    """RR-interval features of each beat from R-peak times alone (what a device can detect).
+
+    r_times_s: float[m], seconds, increasing. Returns (features float32[m, 6] in the order
+    of RR_FEATURE_NAMES, valid bool[m]). The first and last beats have no previous or next
+    RR interval and are marked invalid. The local RR is the mean of up to
+    ``rr_context_beats`` intervals on each side, so it is defined within a 30 s strip.
+    """
+    t = np.asarray(r_times_s, dtype=np.float64)
+    m = t.shape[0]
+    features = np.zeros((m, len(RR_FEATURE_NAMES)), dtype=np.float32)
+    valid = np.zeros(m, dtype=bool)
+    if m < 3:
+        return features, valid
+    intervals = np.diff(t)
+    if np.any(intervals <= 0):
+        raise ValueError("R-peak times must be strictly increasing")
+    k = np.arange(1, m - 1)
+    pre, post = intervals[k - 1], intervals[k]
+    cumulative = np.concatenate([[0.0], np.cumsum(intervals)])
+    lo = np.maximum(k - spec.rr_context_beats, 0)
+    hi = np.minimum(k + spec.rr_context_beats, m - 1)
+    local = (cumulative[hi] - cumulative[lo]) / (hi - lo)
+    features[k] = np.stack([pre, post, local, pre / local, post / local, pre / post], axis=1)
+    valid[k] = True
+    return features, valid
