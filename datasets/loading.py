@@ -65,5 +65,5 @@ def load_split(
     if split not in records:
         raise ValueError(f"split must be one of {sorted(records)}, got {split!r}")
     names = records[split]
-    bar = tqdm(names, desc=f"beats {split}", unit="record", disable=not progress, leave=False)
+    bar = tqdm(names, desc=f"beats {split}", unit="record", disable=None if progress else True, leave=False)  # None: only on a terminal
     return BeatTable.concatenate([load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar])
