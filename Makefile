@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedbeat-installed
 TFF_VERSION := 0.87.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast simulate lock clean
+.PHONY: setup test test-fast bench simulate lock clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,17 @@ $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	$(BIN)/python -c 'import tensorflow_federated, tflite_runtime.interpreter, wfdb, scipy, numpy; print("fedbeat environment ready:", "numpy", numpy.__version__, "scipy", scipy.__version__)'
 	@touch $(STAMP)
 
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Quick benchmarks whose ratios CI checks (results land in benchmarks/results/).
+bench: setup
+	$(BIN)/python benchmarks/cache_speedup.py --check
 
 simulate: setup
 	$(BIN)/fedbeat simulate

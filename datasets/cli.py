@@ -10,6 +10,7 @@ from datasets.loading import load_split
 from datasets.partition import SCHEMES, PartitionConfig, partition, population_summary
 from datasets.splits import SPLITS, resolve_data_dir, split_records
 from datasets.synthetic import write_synthetic_dataset
+from simulation.config import ConfigError
 from edge_runtime.aami import CLASS_NAMES, class_counts
 
 
@@ -57,10 +58,13 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_partition(args: argparse.Namespace) -> int:
-    config = PartitionConfig(
-        scheme=args.scheme, clients=args.clients, strips_per_client=args.strips_per_client,
-        quantity_sigma=args.sigma, alpha=args.alpha, seed=args.seed,
-    )
+    try:
+        config = PartitionConfig(
+            scheme=args.scheme, clients=args.clients, strips_per_client=args.strips_per_client,
+            quantity_sigma=args.sigma, alpha=args.alpha, seed=args.seed,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     table = load_split(args.data_dir, "DS1", lead=args.lead)
     test_patients = split_records(resolve_data_dir(args.data_dir))["DS2"]
     summary = population_summary(partition(table, config), table, test_patients)
@@ -77,6 +81,8 @@ def run_partition(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    if args.subjects < 1 or args.minutes <= 0:
+        raise ConfigError(f"--subjects must be >= 1 and --minutes positive, got {args.subjects} and {args.minutes}")
     names = write_synthetic_dataset(args.out, subjects=args.subjects, minutes=args.minutes, seed=args.seed)
     print(f"wrote {len(names)} records ({args.minutes:g} min each) to {args.out}", file=sys.stderr)
     return 0

@@ -128,3 +128,11 @@ def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.n
     features[k] = np.stack([pre, post, local, pre / local, post / local, pre / post], axis=1)
     valid[k] = True
     return features, valid
+
+
+def rr_model_input(rr: np.ndarray) -> np.ndarray:
+    """RR features (seconds and ratios, float[n, 6]) -> the model's log_rr input (float32[n, 6]).
+
+    Logarithms put early (<1) and late (>1) ratios symmetric about 0 and intervals near 0.
+    """
+    return np.log(np.maximum(np.asarray(rr, dtype=np.float32), 1e-3))

@@ -6,15 +6,22 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: keep the terminal readable
+
 from datasets.cli import add_data_commands
+from datasets.records import RecordFormatError
+from simulation.commands import add_simulate_command
+from simulation.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedbeat", description="Federated learning for wearable ECG.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_data_commands(commands)
+    add_simulate_command(commands)
     return parser
 
 
@@ -22,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:  # RecordFormatError and config validation errors
+    except (RecordFormatError, ConfigError) as error:
         print(f"fedbeat: error: {error}", file=sys.stderr)
         return 2
 

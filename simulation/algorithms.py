@@ -1,0 +1,42 @@
+"""One builder per federated algorithm, each composed by TFF's learning templates.
+
+``build_fedavg`` (McMahan et al. 2017), ``build_fedprox`` (Li et al. 2020, proximal term
+on the client) and ``build_fedadam`` (Reddi et al. 2021, Adam as the server optimizer) all
+return a ``tff.learning.templates.LearningProcess``; aggregation stages (compression, DP)
+plug in through ``model_aggregator``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow_federated as tff
+
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+
+
+def build_fedavg(model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 1.0, model_aggregator=None):
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
+        model_aggregator=model_aggregator,
+    )
+
+
+def build_fedprox(model_fn: ModelFn, *, client_learning_rate: float, proximal_strength: float, server_learning_rate: float = 1.0, model_aggregator=None):
+    return tff.learning.algorithms.build_weighted_fed_prox(
+        model_fn,
+        proximal_strength=proximal_strength,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
+        model_aggregator=model_aggregator,
+    )
+
+
+def build_fedadam(model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 0.01, model_aggregator=None):
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_adam(learning_rate=server_learning_rate, epsilon=1e-3),
+        model_aggregator=model_aggregator,
+    )

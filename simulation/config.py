@@ -1,0 +1,96 @@
+"""Simulation configuration: one frozen dataclass, from TOML, overridden by CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from datasets.partition import PartitionConfig
+from simulation.availability import AvailabilityConfig
+
+ALGORITHMS = ("fedavg", "fedprox", "fedadam")
+
+
+class ConfigError(ValueError):
+    """A configuration the user gave (file or flags) that cannot run; the message names the field."""
+
+DATASETS = ("synthetic", "mitdb")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+    """Everything a run depends on; two runs with equal configs give equal models."""
+
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    synthetic_subjects: int = 24
+    synthetic_minutes: float = 10.0
+    clients: int = 200
+    clients_per_round: int = 20
+    rounds: int = 30
+    local_epochs: int = 2
+    batch_size: int = 32
+    client_learning_rate: float = 0.05
+    server_learning_rate: float | None = None
+    proximal_strength: float = 0.01
+    algorithm: str = "fedavg"
+    partition: str = "patient"
+    alpha: float = 0.5
+    strips_per_client: int = 3
+    dropout: float = 0.08
+    overselect: float = 1.3
+    min_reports_fraction: float = 0.5
+    deadline_s: float = 6.0
+    eval_every: int = 5
+    seed: int = 0
+    out: str = "runs/latest"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        for name in ("rounds", "local_epochs", "batch_size", "eval_every", "synthetic_subjects"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.client_learning_rate <= 0:
+            raise ValueError(f"client_learning_rate must be positive, got {self.client_learning_rate}")
+        self.partition_config()  # validates the partition fields
+        self.availability_config()  # validates the availability fields
+
+    def partition_config(self) -> PartitionConfig:
+        return PartitionConfig(
+            scheme=self.partition, clients=self.clients, strips_per_client=self.strips_per_client, alpha=self.alpha, seed=self.seed
+        )
+
+    def availability_config(self) -> AvailabilityConfig:
+        return AvailabilityConfig(
+            clients_per_round=self.clients_per_round, overselect=self.overselect,
+            min_reports_fraction=self.min_reports_fraction, dropout=self.dropout, deadline_s=self.deadline_s,
+        )
+
+    @property
+    def effective_server_learning_rate(self) -> float:
+        """FedAvg/FedProx apply the mean update as is (1.0); FedAdam needs a small step."""
+        if self.server_learning_rate is not None:
+            return self.server_learning_rate
+        return 0.01 if self.algorithm == "fedadam" else 1.0
+
+
+def load_config(toml_path: Path | None, overrides: dict) -> SimulationConfig:
+    """Defaults < TOML file < CLI flags (None means 'not given')."""
+    values: dict = {}
+    if toml_path is not None:
+        try:
+            values.update(tomllib.loads(Path(toml_path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"{toml_path}: cannot read config ({error})") from error
+    known = {f.name for f in dataclasses.fields(SimulationConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{toml_path}: unknown config keys {', '.join(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SimulationConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{toml_path or 'flags'}: {error}") from error

@@ -1,0 +1,217 @@
+"""`fedbeat simulate`: federated training across simulated watches, evaluated on unseen patients.
+
+Round loop: plan the round (invitations, dropout, stragglers, deadline), run the TFF
+learning process on the reporters' data, checkpoint the full process state, evaluate on
+DS2 every ``eval_every`` rounds, and log one JSON line per round to ``metrics.jsonl``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+from tqdm import tqdm
+
+from datasets.beat_table import BeatTable
+from datasets.loading import cache_root, load_split
+from datasets.partition import ClientPopulation, partition, population_summary
+from datasets.splits import resolve_data_dir, split_records
+from datasets.synthetic import write_synthetic_dataset
+from edge_runtime.beats import rr_model_input
+from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
+from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox
+from simulation.availability import AvailabilityModel
+from simulation.config import SimulationConfig
+from simulation.metrics import classification_report
+from simulation.tff_runtime import LocalTffRuntime
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def synthetic_data_dir(config: SimulationConfig) -> Path:
+    """The embedded synthetic dataset, generated once per (subjects, minutes, seed) into the cache."""
+    directory = cache_root() / f"synthetic-n{config.synthetic_subjects}-m{config.synthetic_minutes:g}-s{config.seed}"
+    if not (directory / "RECORDS").is_file():
+        write_synthetic_dataset(directory, subjects=config.synthetic_subjects, minutes=config.synthetic_minutes, seed=config.seed)
+    return directory
+
+
+def data_directory(config: SimulationConfig) -> Path:
+    return synthetic_data_dir(config) if config.dataset == "synthetic" else resolve_data_dir(config.data_dir)
+
+
+def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """(beat float32[n, window, 1], log_rr float32[n, 6]) for the selected beats."""
+    return table.windows[index][..., None], rr_model_input(table.rr[index])
+
+
+def client_dataset(table: BeatTable, beats: np.ndarray, *, batch_size: int, epochs: int, rng: np.random.Generator) -> tf.data.Dataset:
+    """A watch's local data, shuffled per epoch in numpy so the run is reproducible."""
+    order = np.concatenate([rng.permutation(beats) for _ in range(epochs)])
+    beat, log_rr = model_inputs(table, order)
+    return tf.data.Dataset.from_tensor_slices(((beat, log_rr), table.labels[order].astype(np.int32))).batch(batch_size)
+
+
+def model_sha256(weights: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def evaluate(model: tf.keras.Model, table: BeatTable, weights: np.ndarray) -> dict:
+    """DS2 clinical metrics and the class-weighted test loss."""
+    logits = model.predict(model_inputs(table), batch_size=4096, verbose=0)
+    loss = WeightedCrossEntropy(weights)(table.labels.astype(np.int32), logits)
+    report = classification_report(table.labels, logits.argmax(axis=1))
+    return {"loss": float(loss), **report}
+
+
+@dataclasses.dataclass
+class FederatedData:
+    train: BeatTable
+    test: BeatTable
+    population: ClientPopulation
+    audit: dict
+
+
+def prepare_data(config: SimulationConfig) -> FederatedData:
+    directory = data_directory(config)
+    train, test = load_split(directory, "DS1"), load_split(directory, "DS2")
+    population = partition(train, config.partition_config())
+    audit = population_summary(population, train, split_records(directory)["DS2"])
+    if audit["test_patients_in_train"]:
+        raise ValueError(f"{audit['test_patients_in_train']} test patients leaked into training clients")
+    return FederatedData(train=train, test=test, population=population, audit=audit)
+
+
+def build_process(config: SimulationConfig, loss_weights: np.ndarray, input_spec) -> tff.learning.templates.LearningProcess:
+    def model_fn() -> tff.learning.models.VariableModel:
+        return tff.learning.models.from_keras_model(
+            build_beat_classifier(seed=config.seed),
+            loss=WeightedCrossEntropy(loss_weights),
+            input_spec=input_spec,
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        )
+
+    common = {"client_learning_rate": config.client_learning_rate, "server_learning_rate": config.effective_server_learning_rate}
+    if config.algorithm == "fedprox":
+        return build_fedprox(model_fn, proximal_strength=config.proximal_strength, **common)
+    if config.algorithm == "fedadam":
+        return build_fedadam(model_fn, **common)
+    return build_fedavg(model_fn, **common)
+
+
+def save_checkpoint(out: Path, round_index: int, state) -> None:
+    partial = out / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
+    arrays = {f"s{i}": np.asarray(a) for i, a in enumerate(tf.nest.flatten(state))}
+    np.savez(partial, round=np.int64(round_index), **arrays)
+    os.replace(partial, out / CHECKPOINT)
+
+
+def load_checkpoint(out: Path, template_state) -> tuple[int, object]:
+    """(last completed round, state) from ``out``; the template gives the structure."""
+    with np.load(out / CHECKPOINT) as data:
+        leaves = [data[f"s{i}"] for i in range(len(tf.nest.flatten(template_state)))]
+        return int(data["round"]), tf.nest.pack_sequence_as(template_state, leaves)
+
+
+def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """Run ``config.rounds`` rounds; write metrics.jsonl, summary.json and model weights to config.out."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config)
+    loss_weights = class_weights(data.train.labels)
+    tf.keras.utils.set_random_seed(config.seed)
+    example = client_dataset(data.train, data.population.client(0), batch_size=config.batch_size, epochs=1, rng=np.random.default_rng(0))
+    availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)
+    totals = {"applied": 0, "abandoned": 0, "invited": 0, "reported": 0, "dropped": 0, "late": 0, "surplus": 0}
+
+    with LocalTffRuntime(log_path=out / "tff_worker.log"):
+        process = build_process(config, loss_weights, example.element_spec)
+        state = process.initialize()
+        # Built after the process: tracing model_fn in TFF's graph invalidates earlier Keras models.
+        keras_model = build_beat_classifier(seed=config.seed)
+        payload_bytes = 4 * keras_model.count_params()
+        initial = tff.learning.models.ModelWeights.from_model(keras_model)
+        state = process.set_model_weights(state, initial)
+        start_round, metrics_mode = 0, "w"
+        if resume and (out / CHECKPOINT).is_file():
+            start_round, state = load_checkpoint(out, state)
+            metrics_mode = "a"
+            _truncate_metrics(out / "metrics.jsonl", start_round)
+            totals = _replay_totals(out / "metrics.jsonl", totals)
+        evaluation = None
+        with open(out / "metrics.jsonl", metrics_mode) as log:
+            bar = tqdm(range(start_round + 1, config.rounds + 1), desc="rounds", unit="round", disable=not progress, initial=start_round, total=config.rounds)
+            for round_index in bar:
+                started = time.perf_counter()
+                plan = availability.plan_round(round_index, epochs=config.local_epochs, payload_bytes=payload_bytes)
+                record = {"round": round_index, **plan.counts()}
+                for key in ("invited", "reported", "dropped", "late", "surplus"):
+                    totals[key] += record[key]
+                if plan.abandoned:
+                    totals["abandoned"] += 1
+                else:
+                    rng = np.random.default_rng([config.seed, round_index, 1])
+                    datasets = [
+                        client_dataset(data.train, data.population.client(c), batch_size=config.batch_size, epochs=config.local_epochs, rng=rng)
+                        for c in plan.reporters
+                    ]
+                    output = process.next(state, datasets)
+                    state = output.state
+                    record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
+                    totals["applied"] += 1
+                if round_index % config.eval_every == 0 or round_index == config.rounds:
+                    process.get_model_weights(state).assign_weights_to(keras_model)
+                    evaluation = evaluate(keras_model, data.test, loss_weights)
+                    record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
+                    record["eval"]["f1"] = {name: row["f1"] for name, row in evaluation["per_class"].items()}
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                save_checkpoint(out, round_index, state)  # after the log line: a kill between them replays the round
+                bar.set_postfix(
+                    loss=f"{record.get('train_loss', float('nan')):.3f}", rep=f"{plan.reporters.size}/{plan.invited.size}",
+                    drop=plan.dropped, late=plan.late, s=f"{record['seconds']:.1f}",
+                )
+        weights = process.get_model_weights(state)
+        weights.assign_weights_to(keras_model)
+        if evaluation is None:
+            evaluation = evaluate(keras_model, data.test, loss_weights)
+
+    keras_model.save(out / "model.keras")
+    summary = {
+        "config": dataclasses.asdict(config),
+        "population": data.audit,
+        "rounds": totals,
+        "class_weights": loss_weights.tolist(),
+        "test": evaluation,
+        "model_sha256": model_sha256(keras_model.get_weights()),
+        "parameters": int(keras_model.count_params()),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _truncate_metrics(path: Path, last_round: int) -> None:
+    """Drop metric lines written after the checkpoint a resumed run restarts from."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["round"] <= last_round]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def _replay_totals(path: Path, totals: dict) -> dict:
+    totals = dict(totals)
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        record = json.loads(line)
+        for key in ("invited", "reported", "dropped", "late", "surplus"):
+            totals[key] += record[key]
+        totals["abandoned" if record["abandoned"] else "applied"] += 1
+    return totals
