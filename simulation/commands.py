@@ -12,6 +12,15 @@ from simulation.metrics import format_report
 
 def add_simulate_command(subparsers: argparse._SubParsersAction) -> None:
     simulate = subparsers.add_parser("simulate", help="federated training across simulated watches, tested on unseen patients")
+    _add_run_arguments(simulate)
+    simulate.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    simulate.set_defaults(handler=run_simulate)
+    centralized = subparsers.add_parser("centralized", help="the same model and budget trained on pooled DS1: FL's reference")
+    _add_run_arguments(centralized)
+    centralized.set_defaults(handler=run_centralized_command)
+
+
+def _add_run_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument("--config", type=Path, help="TOML file of SimulationConfig fields; flags override it")
     simulate.add_argument("--dataset", choices=DATASETS)
     simulate.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb (default $FEDBEAT_DATA)")
@@ -23,17 +32,32 @@ def add_simulate_command(subparsers: argparse._SubParsersAction) -> None:
     simulate.add_argument("--algorithm", choices=ALGORITHMS)
     simulate.add_argument("--seed", type=int)
     simulate.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
-    simulate.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    simulate.add_argument("--json", action="store_true", help="print summary.json instead of the table")
-    simulate.set_defaults(handler=run_simulate)
+    simulate.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
 
 
-def run_simulate(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
     overrides = {
         key: getattr(args, key)
         for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "seed", "out")
     }
-    config = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def run_centralized_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from simulation.centralized import run_centralized  # TensorFlow loads only for this command
+
+    summary = run_centralized(config, progress=not args.json)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"\ncentralized on pooled DS1 ({summary['examples_seen']:,} examples, the budget of {config.rounds} FL rounds)")
+    print(f"test patients (DS2):\n{format_report(summary['test'])}")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    config = _config(args)
     from simulation.runner import run_simulation  # TensorFlow loads only for this command
 
     summary = run_simulation(config, resume=args.resume, progress=not args.json)

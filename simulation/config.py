@@ -28,9 +28,9 @@ class SimulationConfig:
     clients: int = 200
     clients_per_round: int = 20
     rounds: int = 30
-    local_epochs: int = 2
+    local_epochs: int = 3
     batch_size: int = 32
-    client_learning_rate: float = 0.05
+    client_learning_rate: float = 0.2
     server_learning_rate: float | None = None
     proximal_strength: float = 0.01
     algorithm: str = "fedavg"

@@ -1,0 +1,107 @@
+"""End-to-end federated runs on small synthetic populations: learning, determinism, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulation.config import ConfigError, SimulationConfig, load_config
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"synthetic_subjects": 6, "synthetic_minutes": 3.0, "clients": 30, "clients_per_round": 5, "eval_every": 2}
+
+
+def fedbeat(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The console script, with stdout piped as `fedbeat ... | tail` would."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("fedbeat")), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+    )
+
+
+def worker_pids() -> set[int]:
+    result = subprocess.run(["pgrep", "-f", "tensorflow_federated/data/worker_binary"], capture_output=True, text=True)
+    return {int(p) for p in result.stdout.split()}
+
+
+def write_config(path: Path, **fields) -> Path:
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**SMALL, **fields}.items()))
+    return path
+
+
+def test_resumed_run_ends_with_the_same_model_as_an_uninterrupted_one(tmp_path):
+    # Prepare: one uninterrupted 4-round FedAdam run; one stopped after 2 rounds then resumed
+    config = write_config(tmp_path / "small.toml", algorithm="fedadam")
+    before = worker_pids()
+    full = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "full"), "--json")
+    fedbeat("simulate", "--config", str(config), "--rounds", "2", "--out", str(tmp_path / "cut"), "--json")
+    resumed = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "cut"), "--resume", "--json")
+    again = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "again"), "--json")
+    # Assert
+    for result in (full, resumed, again):
+        assert result.returncode == 0, result.stderr[-3000:]
+    full_summary, resumed_summary = json.loads(full.stdout), json.loads(resumed.stdout)
+    assert resumed_summary["model_sha256"] == full_summary["model_sha256"]
+    assert json.loads(again.stdout)["model_sha256"] == full_summary["model_sha256"]  # same seed, same model
+    rounds = [json.loads(line)["round"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert rounds == [1, 2, 3, 4]
+    assert resumed_summary["rounds"] == full_summary["rounds"]
+    assert worker_pids() <= before  # every run stopped its TFF worker
+
+
+def test_federated_training_learns_and_counts_failures(tmp_path):
+    config = write_config(tmp_path / "small.toml", dropout=0.3)
+    result = fedbeat("simulate", "--config", str(config), "--rounds", "8", "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in log if "train_loss" in r]
+    assert losses[-1] < losses[0]
+    assert summary["test"]["per_class"]["V"]["sensitivity"] > 0.5  # synthetic PVCs are learnable
+    assert summary["rounds"]["dropped"] == sum(r["dropped"] for r in log) > 0
+    assert summary["population"]["test_patients_in_train"] == 0
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_killed_run_leaves_no_worker_and_no_open_pipe(tmp_path):
+    # SIGKILL the simulation mid-run: its worker must die too (PR_SET_PDEATHSIG) and our pipe must close.
+    config = write_config(tmp_path / "small.toml")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("fedbeat")), "simulate", "--config", str(config), "--rounds", "200", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
+    )
+    checkpoint = tmp_path / "run" / "checkpoint.npz"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "the simulation should be running a TFF worker"
+    os.kill(process.pid, signal.SIGKILL)
+    process.stdout.read()  # returns only when every holder of the pipe has exited
+    process.wait(timeout=30)
+    time.sleep(1)
+    assert not set(map(int, children)) & worker_pids()
+
+
+def test_bad_flag_value_is_one_line_and_exit_2():
+    result = fedbeat("simulate", "--dropout", "1.5", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "fedbeat: error: flags: dropout must be in [0, 1), got 1.5"
+
+
+def test_unknown_toml_key_is_refused(tmp_path):
+    (tmp_path / "bad.toml").write_text("rounds = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config keys learning_rate"):
+        load_config(tmp_path / "bad.toml", {})
+
+
+def test_flags_override_the_file(tmp_path):
+    config = load_config(write_config(tmp_path / "c.toml", rounds=7), {"rounds": 9, "seed": None})
+    assert config == SimulationConfig(**{**SMALL, "rounds": 9})
