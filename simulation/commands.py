@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from datasets.partition import SCHEMES
+from datasets.splits import resolve_data_dir
 from simulation.config import ALGORITHMS, DATASETS, load_config
 from simulation.metrics import format_report
 
@@ -40,7 +41,10 @@ def _config(args: argparse.Namespace):
         key: getattr(args, key)
         for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "seed", "out")
     }
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    if config.dataset == "mitdb":
+        resolve_data_dir(config.data_dir)  # an unreadable data dir fails before TensorFlow loads
+    return config
 
 
 def run_centralized_command(args: argparse.Namespace) -> int:

@@ -55,6 +55,8 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.client_learning_rate <= 0:
             raise ValueError(f"client_learning_rate must be positive, got {self.client_learning_rate}")
+        if self.clients_per_round > self.clients:
+            raise ValueError(f"clients_per_round ({self.clients_per_round}) must not exceed clients ({self.clients})")
         self.partition_config()  # validates the partition fields
         self.availability_config()  # validates the availability fields
 

@@ -29,6 +29,7 @@ from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox
 from simulation.availability import AvailabilityModel
 from simulation.config import SimulationConfig
 from simulation.metrics import classification_report
+from simulation.plots import plot_confusion, plot_rounds
 from simulation.tff_runtime import LocalTffRuntime
 
 CHECKPOINT = "checkpoint.npz"
@@ -126,6 +127,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     """Run ``config.rounds`` rounds; write metrics.jsonl, summary.json and model weights to config.out."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    run_started = time.perf_counter()
     data = prepare_data(config)
     loss_weights = class_weights(data.train.labels)
     tf.keras.utils.set_random_seed(config.seed)
@@ -188,6 +190,14 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
 
     keras_model.save(out / "model.keras")
     summary = {
+        "rounds_completed": totals["applied"] + totals["abandoned"],
+        "rounds_abandoned": totals["abandoned"],
+        "clients_total": len(data.population),
+        "clients_per_round": config.clients_per_round,
+        "dropout": config.dropout,
+        "reports_dropped": totals["dropped"],
+        "reports_late": totals["late"],
+        "seconds": round(time.perf_counter() - run_started, 1),
         "config": dataclasses.asdict(config),
         "population": data.audit,
         "rounds": totals,
@@ -197,6 +207,8 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         "parameters": int(keras_model.count_params()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_rounds(out / "metrics.jsonl", out / "rounds.png")
+    plot_confusion(evaluation["confusion"], out / "confusion.png", f"{config.algorithm}, DS2 (unseen patients)")
     return summary
 
 

@@ -67,7 +67,10 @@ def test_federated_training_learns_and_counts_failures(tmp_path):
     assert summary["test"]["per_class"]["V"]["sensitivity"] > 0.5  # synthetic PVCs are learnable
     assert summary["rounds"]["dropped"] == sum(r["dropped"] for r in log) > 0
     assert summary["population"]["test_patients_in_train"] == 0
-    assert (tmp_path / "run" / "model.keras").is_file()
+    assert summary["rounds_completed"] == 8 and summary["clients_total"] == 30
+    assert summary["reports_dropped"] == summary["rounds"]["dropped"]
+    for artefact in ("model.keras", "rounds.png", "confusion.png", "summary.json"):
+        assert (tmp_path / "run" / artefact).is_file(), artefact
 
 
 def test_killed_run_leaves_no_worker_and_no_open_pipe(tmp_path):
@@ -105,3 +108,18 @@ def test_unknown_toml_key_is_refused(tmp_path):
 def test_flags_override_the_file(tmp_path):
     config = load_config(write_config(tmp_path / "c.toml", rounds=7), {"rounds": 9, "seed": None})
     assert config == SimulationConfig(**{**SMALL, "rounds": 9})
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--clients", "10", "--clients-per-round", "20"], "clients_per_round (20) must not exceed clients (10)"),
+        (["--rounds", "-1"], "rounds must be >= 1, got -1"),
+        (["--dataset", "mitdb", "--data-dir", "/nonexistent"], "/nonexistent: data directory does not exist"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(flags, message, capsys):
+    from simulation.cli import main
+
+    assert main(["simulate", *flags]) == 2
+    assert message in capsys.readouterr().err
