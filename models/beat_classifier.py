@@ -33,15 +33,16 @@ def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0) -> tf.k
 
 
 def class_weights(labels: np.ndarray, *, power: float = 0.5) -> np.ndarray:
-    """Per-class loss weights (1 / frequency) ** power, normalised to mean 1 over present classes.
+    """Per-class loss weights (1 / frequency) ** power, scaled so the mean weight per beat is 1.
 
     N is ~90 % of beats; unweighted training all but ignores S. Full inverse frequency
-    (power 1) over-weights the 8 Q beats and destabilises SGD on small clients, so the
-    square root is the default. Absent classes get weight 0.
+    (power 1) over-weights the 8 Q beats of DS1 and destabilises SGD on small clients, so
+    the square root is the default. Scaling to a mean of 1 per beat keeps the effective
+    learning rate that of the unweighted loss. Absent classes get weight 0.
     """
     counts = np.bincount(np.asarray(labels, np.int64), minlength=NUM_CLASSES).astype(np.float64)
     weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
-    return (weights / weights[counts > 0].mean()).astype(np.float32)
+    return (weights * counts.sum() / (weights * counts).sum()).astype(np.float32)
 
 
 class WeightedCrossEntropy(tf.keras.losses.Loss):

@@ -54,15 +54,18 @@ def corrupt_truncated_dat(record: Path) -> str:
     return r"100\.dat: truncated, 100000 bytes"
 
 
-def corrupt_header_length(record: Path) -> str:
+def edit_header(record: Path, old: str, new: str) -> None:
     header = record.with_suffix(".hea")
-    header.write_text(header.read_text().replace("100 2 360 650000", "100 2 360 640000", 1))
+    header.write_text(header.read_text().replace(old, new, 1))
+
+
+def corrupt_header_length(record: Path) -> str:
+    edit_header(record, "100 2 360 650000", "100 2 360 640000")
     return r"100\.dat: .*header 100\.hea length 640000 .*disagree"
 
 
 def corrupt_checksum(record: Path) -> str:
-    header = record.with_suffix(".hea")
-    header.write_text(header.read_text().replace("-22131", "-22130", 1))
+    edit_header(record, "-22131", "-22130")
     return r"100\.hea: checksum -22130 of lead MLII disagrees"
 
 
@@ -75,14 +78,12 @@ def corrupt_signal_bytes(record: Path) -> str:
 
 
 def corrupt_sampling_rate(record: Path) -> str:
-    header = record.with_suffix(".hea")
-    header.write_text(header.read_text().replace("100 2 360 650000", "100 2 36 650000", 1))
+    edit_header(record, "100 2 360 650000", "100 2 36 650000")
     return r"100\.hea: unsupported sampling rate 36\.0 Hz"
 
 
 def corrupt_missing_sampling_rate(record: Path) -> str:
-    header = record.with_suffix(".hea")
-    header.write_text(header.read_text().replace("100 2 360 650000", "100 2", 1))
+    edit_header(record, "100 2 360 650000", "100 2")
     return r"100\.hea: record line '100 2' lacks the sampling frequency"
 
 
