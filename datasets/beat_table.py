@@ -16,7 +16,7 @@ class BeatTable:
     """Beats as parallel arrays; clients and splits index into it instead of copying it.
 
     windows: float32[n, spec.window], z-scored beat windows at spec.fs_hz.
-    rr: float32[n, 6], RR features (edge_runtime.beats.RR_FEATURE_NAMES).
+    rr: float32[n, 8], RR features (edge_runtime.beats.RR_FEATURE_NAMES).
     labels: int8[n], AAMI class index. patient: int32[n], index into ``patients``.
     time_s: float64[n], R-peak time in seconds from the start of the patient's recording.
     """

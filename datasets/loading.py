@@ -18,7 +18,7 @@ from datasets.records import read_record
 from datasets.splits import resolve_data_dir, split_records
 from edge_runtime.beats import BeatSpec
 
-EXTRACTION_VERSION = "1"
+EXTRACTION_VERSION = "2"
 CACHE_ENV = "FEDBEAT_CACHE"
 
 

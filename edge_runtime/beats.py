@@ -17,9 +17,11 @@ RR_FEATURE_NAMES: tuple[str, ...] = (
     "pre_rr_s",
     "post_rr_s",
     "local_rr_s",
+    "average_rr_s",
     "pre_over_local",
     "post_over_local",
     "pre_over_post",
+    "pre_over_average",
 )
 
 
@@ -41,6 +43,7 @@ class BeatSpec:
     before_s: float = 0.256
     after_s: float = 0.448
     rr_context_beats: int = 5
+    rr_average_beats: int = 100
 
     def __post_init__(self) -> None:
         low, high = self.band_hz
@@ -52,8 +55,10 @@ class BeatSpec:
             raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
         if self.before_s <= 0 or self.after_s <= 0:
             raise ValueError(f"before_s and after_s must be positive, got {self.before_s}, {self.after_s}")
-        if self.rr_context_beats < 1:
-            raise ValueError(f"rr_context_beats must be >= 1, got {self.rr_context_beats}")
+        if not 1 <= self.rr_context_beats <= self.rr_average_beats:
+            raise ValueError(
+                f"need 1 <= rr_context_beats <= rr_average_beats, got {self.rr_context_beats} and {self.rr_average_beats}"
+            )
 
     @property
     def before(self) -> int:
@@ -105,10 +110,14 @@ def beat_windows(conditioned: np.ndarray, r_peaks: np.ndarray, spec: BeatSpec) -
 def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.ndarray]:
     """RR-interval features of each beat from R-peak times alone (what a device can detect).
 
-    r_times_s: float[m], seconds, increasing. Returns (features float32[m, 6] in the order
+    r_times_s: float[m], seconds, increasing. Returns (features float32[m, 8] in the order
     of RR_FEATURE_NAMES, valid bool[m]). The first and last beats have no previous or next
     RR interval and are marked invalid. The local RR is the mean of up to
-    ``rr_context_beats`` intervals on each side, so it is defined within a 30 s strip.
+    ``rr_context_beats`` intervals on each side (the rhythm around the beat); the average
+    RR uses up to ``rr_average_beats`` (the wearer's baseline: a whole 30 s strip on a
+    watch, minutes of a Holter record). A supraventricular beat is premature against the
+    baseline even when the local rhythm is irregular, which is why inter-patient S
+    detection leans on these ratios (de Chazal et al. 2004).
     """
     t = np.asarray(r_times_s, dtype=np.float64)
     m = t.shape[0]
@@ -122,16 +131,19 @@ def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.n
     k = np.arange(1, m - 1)
     pre, post = intervals[k - 1], intervals[k]
     cumulative = np.concatenate([[0.0], np.cumsum(intervals)])
-    lo = np.maximum(k - spec.rr_context_beats, 0)
-    hi = np.minimum(k + spec.rr_context_beats, m - 1)
-    local = (cumulative[hi] - cumulative[lo]) / (hi - lo)
-    features[k] = np.stack([pre, post, local, pre / local, post / local, pre / post], axis=1)
+
+    def mean_interval(context: int) -> np.ndarray:
+        lo, hi = np.maximum(k - context, 0), np.minimum(k + context, m - 1)
+        return (cumulative[hi] - cumulative[lo]) / (hi - lo)
+
+    local, average = mean_interval(spec.rr_context_beats), mean_interval(spec.rr_average_beats)
+    features[k] = np.stack([pre, post, local, average, pre / local, post / local, pre / post, pre / average], axis=1)
     valid[k] = True
     return features, valid
 
 
 def rr_model_input(rr: np.ndarray) -> np.ndarray:
-    """RR features (seconds and ratios, float[n, 6]) -> the model's log_rr input (float32[n, 6]).
+    """RR features (seconds and ratios, float[n, 8]) -> the model's log_rr input (float32[n, 8]).
 
     Logarithms put early (<1) and late (>1) ratios symmetric about 0 and intervals near 0.
     """

@@ -16,7 +16,7 @@ MAX_PARAMETERS = 50_000
 
 
 def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0) -> tf.keras.Model:
-    """Keras model: inputs (beat float32[B, window, 1], log_rr float32[B, 6]) -> logits [B, 5]."""
+    """Keras model: inputs (beat float32[B, window, 1], log_rr float32[B, 8]) -> logits [B, 5]."""
     init = tf.keras.initializers.GlorotUniform
     beat = tf.keras.Input((spec.window, 1), name="beat")
     log_rr = tf.keras.Input((len(RR_FEATURE_NAMES),), name="log_rr")

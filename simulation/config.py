@@ -32,7 +32,9 @@ class SimulationConfig:
     batch_size: int = 32
     client_learning_rate: float = 0.2
     server_learning_rate: float | None = None
+    centralized_learning_rate: float = 0.02
     proximal_strength: float = 0.01
+    class_weight_power: float = 0.5
     algorithm: str = "fedavg"
     partition: str = "patient"
     alpha: float = 0.5
@@ -53,8 +55,11 @@ class SimulationConfig:
         for name in ("rounds", "local_epochs", "batch_size", "eval_every", "synthetic_subjects"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.client_learning_rate <= 0:
-            raise ValueError(f"client_learning_rate must be positive, got {self.client_learning_rate}")
+        if self.class_weight_power < 0:
+            raise ValueError(f"class_weight_power must be >= 0 (0 = unweighted), got {self.class_weight_power}")
+        for name in ("client_learning_rate", "centralized_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) must not exceed clients ({self.clients})")
         self.partition_config()  # validates the partition fields

@@ -48,7 +48,7 @@ def data_directory(config: SimulationConfig) -> Path:
 
 
 def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """(beat float32[n, window, 1], log_rr float32[n, 6]) for the selected beats."""
+    """(beat float32[n, window, 1], log_rr float32[n, 8]) for the selected beats."""
     return table.windows[index][..., None], rr_model_input(table.rr[index])
 
 
@@ -129,7 +129,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     out.mkdir(parents=True, exist_ok=True)
     run_started = time.perf_counter()
     data = prepare_data(config)
-    loss_weights = class_weights(data.train.labels)
+    loss_weights = class_weights(data.train.labels, power=config.class_weight_power)
     tf.keras.utils.set_random_seed(config.seed)
     example = client_dataset(data.train, data.population.client(0), batch_size=config.batch_size, epochs=1, rng=np.random.default_rng(0))
     availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)

@@ -13,6 +13,7 @@ from datasets.loading import load_split
 from datasets.records import RecordFormatError
 from datasets.splits import DS1, DS2, PACED, split_records
 from edge_runtime.aami import class_counts
+from edge_runtime.beats import RR_FEATURE_NAMES
 from simulation.cli import main
 
 # de Chazal et al. (2004), Table I: beats per AAMI class in the inter-patient split.
@@ -37,14 +38,14 @@ def test_class_counts_match_the_published_table_within_1_percent(mitdb, capsys):
 def test_train_and_test_never_share_a_patient(mitdb):
     train, test = load_split(mitdb, "DS1"), load_split(mitdb, "DS2")
     assert set(train.patients) == set(DS1) and set(test.patients) == set(DS2)
-    assert train.windows.shape == (len(train), 88) and train.rr.shape == (len(train), 6)
+    assert train.windows.shape == (len(train), 88) and train.rr.shape == (len(train), len(RR_FEATURE_NAMES))
     assert np.isfinite(train.windows).all() and np.isfinite(train.rr).all()
 
 
 def test_premature_beats_have_short_rr_on_real_data(mitdb):
     # Inter-patient S detection rests on RR features: real S and V beats come early.
     table = load_split(mitdb, "DS1")
-    pre_over_local = table.rr[:, 3]
+    pre_over_local = table.rr[:, RR_FEATURE_NAMES.index("pre_over_local")]
     normal = np.median(pre_over_local[table.labels == 0])
     assert np.median(pre_over_local[table.labels == 1]) < 0.85 * normal
     assert np.median(pre_over_local[table.labels == 2]) < 0.85 * normal

@@ -7,7 +7,7 @@ import wfdb
 from datasets.beat_table import extract_beats
 from datasets.records import read_record
 from datasets.synthetic import write_synthetic_dataset
-from edge_runtime.beats import BeatSpec
+from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec
 from simulation.cli import main
 
 
@@ -33,7 +33,8 @@ def test_rhythm_and_morphology_of_ectopic_beats(synthetic_dir):
     # PVCs: premature with a compensatory pause and a wide, large QRS; APCs: premature.
     record = read_record(synthetic_dir / "syn000")
     table = extract_beats(record, BeatSpec())
-    pre_over_local, post_over_local = table.rr[:, 3], table.rr[:, 4]
+    column = {name: i for i, name in enumerate(RR_FEATURE_NAMES)}
+    pre_over_local, post_over_local = table.rr[:, column["pre_over_local"]], table.rr[:, column["post_over_local"]]
     normal, pvc, apc = table.labels == 0, table.labels == 2, table.labels == 1
     assert pvc.sum() > 0 and apc.sum() > 0
     assert np.median(pre_over_local[pvc]) < 0.8 < np.median(pre_over_local[normal])

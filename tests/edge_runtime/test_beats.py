@@ -32,6 +32,8 @@ def test_rr_features_by_hand():
     assert premature["pre_over_local"] == pytest.approx(0.6 / local)
     assert premature["post_over_local"] == pytest.approx(1.4 / local)
     assert premature["pre_over_post"] == pytest.approx(0.6 / 1.4)
+    assert premature["average_rr_s"] == pytest.approx(1.0)  # all 7 intervals: 7 s / 7
+    assert premature["pre_over_average"] == pytest.approx(0.6)
 
 
 def test_rr_features_need_increasing_times():
@@ -55,7 +57,8 @@ def test_windows_are_z_scored_and_edge_beats_dropped():
         ({"fs_hz": 0}, "fs_hz must be positive"),
         ({"band_hz": (0.5, 70.0)}, "band_hz must satisfy"),
         ({"before_s": -0.1}, "before_s and after_s must be positive"),
-        ({"rr_context_beats": 0}, "rr_context_beats must be >= 1"),
+        ({"rr_context_beats": 0}, "need 1 <= rr_context_beats <= rr_average_beats"),
+        ({"rr_context_beats": 8, "rr_average_beats": 4}, "need 1 <= rr_context_beats <= rr_average_beats"),
         ({"filter_order": 0}, "filter_order must be >= 1"),
     ],
 )
