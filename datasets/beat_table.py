@@ -8,7 +8,7 @@ import numpy as np
 
 from datasets.records import EcgRecord, RecordFormatError
 from edge_runtime.aami import classes_of
-from edge_runtime.beats import BeatSpec, beat_windows, condition, rr_features, to_spec_samples
+from edge_runtime.beats import BeatSpec, cut_beats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +83,12 @@ def extract_beats(record: EcgRecord, spec: BeatSpec) -> BeatTable:
     labels = classes_of(record.ann_symbols)
     is_beat = labels >= 0
     samples = record.ann_samples[is_beat]
-    labels = labels[is_beat]
-    rr, rr_valid = rr_features(samples / record.fs_hz, spec)
-    conditioned = condition(record.signal, record.fs_hz, spec)
-    windows, in_bounds = beat_windows(conditioned, to_spec_samples(samples, record.fs_hz, spec), spec)
-    keep = in_bounds & rr_valid
+    windows, rr, keep = cut_beats(record.signal, record.fs_hz, samples, spec)
     return BeatTable(
-        windows=windows[rr_valid[in_bounds]],
-        rr=rr[keep],
-        labels=labels[keep].astype(np.int8),
-        patient=np.zeros(int(keep.sum()), dtype=np.int32),
+        windows=windows,
+        rr=rr,
+        labels=labels[is_beat][keep].astype(np.int8),
+        patient=np.zeros(keep.size, dtype=np.int32),
         time_s=samples[keep] / record.fs_hz,
         patients=(record.name,),
     )

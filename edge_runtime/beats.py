@@ -148,3 +148,18 @@ def rr_model_input(rr: np.ndarray) -> np.ndarray:
     Logarithms put early (<1) and late (>1) ratios symmetric about 0 and intervals near 0.
     """
     return np.log(np.maximum(np.asarray(rr, dtype=np.float32), 1e-3))
+
+
+def cut_beats(signal: np.ndarray, fs_hz: float, r_samples: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every beat of a lead with a complete window and RR features.
+
+    signal: float[n], mV, at fs_hz; r_samples: int[m] R peaks at fs_hz, increasing, from
+    annotations (training data) or the device's detector. Returns (windows
+    float32[k, spec.window], rr float32[k, 8], index int64[k] into r_samples). The first and
+    last beats (no RR on one side) and beats whose window crosses the ends are dropped.
+    """
+    peaks = np.asarray(r_samples, dtype=np.int64)
+    rr, rr_valid = rr_features(peaks / fs_hz, spec)
+    windows, in_bounds = beat_windows(condition(signal, fs_hz, spec), to_spec_samples(peaks, fs_hz, spec), spec)
+    keep = in_bounds & rr_valid
+    return windows[rr_valid[in_bounds]], rr[keep], np.flatnonzero(keep)

@@ -27,9 +27,13 @@ def convert_int8(model: tf.keras.Model, beats: np.ndarray, log_rr: np.ndarray, *
 
     def representative():
         for i in pick:
-            yield [beats[i : i + 1].astype(np.float32), log_rr[i : i + 1].astype(np.float32)]
+            yield {"beat": beats[i : i + 1].astype(np.float32), "log_rr": log_rr[i : i + 1].astype(np.float32)}
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    @tf.function(input_signature=[tf.TensorSpec([1, *beats.shape[1:]], tf.float32, name="beat"), tf.TensorSpec([1, log_rr.shape[1]], tf.float32, name="log_rr")])
+    def serve(beat, log_rr):
+        return {"logits": model((beat, log_rr))}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from datasets.partition import SCHEMES
 from datasets.splits import resolve_data_dir
-from simulation.config import ALGORITHMS, DATASETS, load_config
+from datasets.loading import load_split
+from simulation.config import ALGORITHMS, DATASETS, ConfigError, load_config
 from simulation.metrics import format_report
 
 
@@ -75,4 +76,32 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     print(f"test patients (DS2), never seen in training:\n{format_report(summary['test'])}")
     print(f"model_sha256 {summary['model_sha256']}  ->  {config.out}")
+    return 0
+
+
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser("export", help="TFLite models and manifest for devices, from a trained model.keras")
+    export.add_argument("--model", type=Path, required=True, help="OUT/model.keras of a simulate run")
+    export.add_argument("--out", type=Path, required=True, help="directory for model_train.tflite, model_int8.tflite, manifest.json")
+    export.add_argument("--dataset", choices=DATASETS, default="synthetic", help="where the int8 calibration beats come from (DS1)")
+    export.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb")
+    export.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if not args.model.is_file():
+        raise ConfigError(f"{args.model}: no such model file")
+    config = load_config(None, {"dataset": args.dataset, "data_dir": args.data_dir})
+    from models.beat_classifier import WeightedCrossEntropy, class_weights
+    from models.export import export_for_devices
+    from simulation.runner import data_directory, model_inputs
+
+    import tensorflow as tf
+
+    model = tf.keras.models.load_model(args.model, custom_objects={"WeightedCrossEntropy": WeightedCrossEntropy}, compile=False)
+    train = load_split(data_directory(config), "DS1")
+    beat, log_rr = model_inputs(train)
+    manifest = export_for_devices(model, args.out, beats=beat, log_rr=log_rr, class_weights=class_weights(train.labels, power=config.class_weight_power))
+    sizes = {name: (args.out / name).stat().st_size for name in manifest["files"]}
+    print(json.dumps({"out": str(args.out), "model_version": manifest["model_version"], "bytes": sizes}))
     return 0

@@ -1,0 +1,157 @@
+"""`python -m edge_runtime {infer,train,selftest}`: the device side, numpy + tflite-runtime only.
+
+Bad input ends in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.aami import CLASS_NAMES
+from edge_runtime.beats import cut_beats, rr_model_input
+from edge_runtime.codecs import CODECS, ErrorFeedback
+from edge_runtime.interpreter import Int8Classifier, TrainableModel
+from edge_runtime.local_training import LocalTrainingConfig, load_weights, save_weights, train_locally
+from edge_runtime.manifest import Manifest
+from edge_runtime.payload import Payload, PayloadError, pack
+from edge_runtime.strip import rhythm_summary, strip_beats
+
+SAMPLE_BEATS = Path(__file__).resolve().parent / "sample_beats.npz"
+
+
+class DeviceInputError(ValueError):
+    """A file or flag given to the device CLI that cannot be used."""
+
+
+def read_strip(args: argparse.Namespace) -> tuple[np.ndarray, float]:
+    """(signal float[n] mV, fs) from --ecg strip.npy with --fs, or a WFDB --record (needs wfdb)."""
+    if args.ecg:
+        if args.fs is None:
+            raise DeviceInputError("--ecg needs --fs (the strip's sampling rate in Hz)")
+        signal = np.load(args.ecg)
+        if signal.ndim != 1 or not np.all(np.isfinite(signal)):
+            raise DeviceInputError(f"{args.ecg}: need a finite 1-D signal, got shape {signal.shape}")
+        return signal.astype(np.float64), float(args.fs)
+    try:
+        import wfdb  # optional on devices: only for reading WFDB files
+    except ImportError as error:
+        raise DeviceInputError("--record needs the optional wfdb package; use --ecg strip.npy --fs HZ") from error
+    record = wfdb.rdrecord(args.record, channel_names=[args.lead])
+    return record.p_signal[:, 0], float(record.fs)
+
+
+def run_infer(args: argparse.Namespace) -> dict:
+    manifest = Manifest.read(Path(args.model) / "manifest.json")
+    signal, fs = read_strip(args)
+    beats = strip_beats(signal, fs, manifest.beat_spec)
+    classes = Int8Classifier(Path(args.model) / "model_int8.tflite").logits(beats.beat, beats.log_rr).argmax(axis=1) if beats.index.size else np.zeros(0, int)
+    return {
+        "summary": rhythm_summary(beats.r_samples, fs, classes),
+        "beats": [{"r_sample": int(beats.r_samples[i]), "class": CLASS_NAMES[c]} for i, c in zip(beats.index, classes)],
+    }
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """Local epochs on the device's labelled strip, then a compressed update payload."""
+    model_dir = Path(args.model)
+    manifest = Manifest.read(model_dir / "manifest.json")
+    model = TrainableModel(model_dir / "model_train.tflite")
+    data = np.load(args.data)
+    missing = {"signal", "fs", "r_samples", "labels"} - set(data.files)
+    if missing:
+        raise DeviceInputError(f"{args.data}: missing arrays {', '.join(sorted(missing))}")
+    fs = float(data["fs"])
+    windows, rr, keep = cut_beats(data["signal"], fs, data["r_samples"], manifest.beat_spec)
+    labels = np.asarray(data["labels"], np.int32)[keep]
+    global_weights = np.load(args.global_weights).astype(np.float32) if args.global_weights else model.get_weights()
+    if global_weights.size != manifest.parameters:
+        raise DeviceInputError(f"{args.global_weights}: {global_weights.size} weights, the model has {manifest.parameters}")
+    config = LocalTrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+    update, losses = train_locally(
+        model, global_weights, beat=windows[..., None], log_rr=rr_model_input(rr), label=labels,
+        class_weights=np.array(manifest.class_weights, np.float32), config=config,
+    )
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    save_weights(state / "local_weights.npz", global_weights + update, manifest.layout_hash)
+    feedback = ErrorFeedback(update.size)
+    if (state / "residual.npz").is_file():
+        feedback.residual = load_weights(state / "residual.npz", manifest.layout_hash)
+    body = feedback.encode(args.codec, update, args.seed)
+    save_weights(state / "residual.npz", feedback.residual, manifest.layout_hash)
+    payload = pack(Payload(args.codec, args.round, manifest.model_version, manifest.layout_hash, args.seed, update.size, body))
+    Path(args.out).write_bytes(payload)
+    return {"beats": int(labels.size), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1], "payload_bytes": len(payload), "codec": args.codec}
+
+
+def run_selftest(args: argparse.Namespace) -> dict:
+    """A few SGD steps on the shipped sample beats, and an exact weights round trip."""
+    model = TrainableModel(args.model)
+    sample = np.load(SAMPLE_BEATS)
+    start = model.get_weights()
+    config = LocalTrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=0.05)
+    _, losses = train_locally(
+        model, start, beat=sample["beat"], log_rr=sample["log_rr"], label=sample["label"],
+        class_weights=np.ones(len(CLASS_NAMES), np.float32), config=config,
+    )
+    trained = model.get_weights()
+    model.set_weights(start)
+    roundtrip = bool(np.array_equal(model.get_weights(), start)) and not np.array_equal(trained, start)
+    return {
+        "tensorflow_imported": any(name.split(".")[0] in ("tensorflow", "keras") for name in sys.modules),
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "weights_roundtrip_exact": roundtrip,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime", description="fedbeat on the device: numpy + tflite-runtime.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    infer = commands.add_parser("infer", help="classify the beats of a raw single-lead ECG strip")
+    infer.add_argument("--model", required=True, help="directory written by `fedbeat export`")
+    source = infer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ecg", help="strip as a 1-D .npy in mV")
+    source.add_argument("--record", help="WFDB record path without extension (needs wfdb)")
+    infer.add_argument("--fs", type=float, help="sampling rate of --ecg in Hz")
+    infer.add_argument("--lead", default="MLII")
+    infer.set_defaults(handler=run_infer)
+    train = commands.add_parser("train", help="local epochs on labelled strips, then a compressed update payload")
+    train.add_argument("--model", required=True)
+    train.add_argument("--data", required=True, help=".npz with signal (mV), fs, r_samples and AAMI labels")
+    train.add_argument("--global-weights", help=".npy flat float32 weights from the server (default: the model's)")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=0.2)
+    train.add_argument("--codec", choices=sorted(CODECS), default="rotated1bit")
+    train.add_argument("--round", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--state-dir", default="fedbeat_state", help="local weights and error-feedback residual persist here")
+    train.add_argument("--out", required=True, help="payload file to write")
+    train.set_defaults(handler=run_train)
+    selftest = commands.add_parser("selftest", help="train a few steps on built-in sample beats")
+    selftest.add_argument("--model", required=True, help="model_train.tflite")
+    selftest.add_argument("--epochs", type=int, default=2)
+    selftest.add_argument("--json", action="store_true")
+    selftest.set_defaults(handler=run_selftest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (DeviceInputError, PayloadError, OSError, ValueError) as error:
+        print(f"edge_runtime: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0 if args.command != "selftest" or (result["weights_roundtrip_exact"] and not result["tensorflow_imported"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""From a raw ECG strip to labelled beats on the device, with the shared definitions."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edge_runtime.aami import CLASS_NAMES
+from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
+from edge_runtime.detector import detect_r_peaks
+
+
+@dataclasses.dataclass(frozen=True)
+class StripBeats:
+    """Model inputs of the classifiable beats of one strip.
+
+    r_samples: int64[m] R peaks at the input rate; beat: float32[k, window, 1];
+    log_rr: float32[k, 8]; index: int64[k], which of the m peaks each row is.
+    """
+
+    r_samples: np.ndarray
+    beat: np.ndarray
+    log_rr: np.ndarray
+    index: np.ndarray
+
+
+def strip_beats(signal: np.ndarray, fs_hz: float, spec: BeatSpec, r_samples: np.ndarray | None = None) -> StripBeats:
+    """Detect R peaks (unless given), then cut windows and RR features exactly as datasets/ does."""
+    peaks = detect_r_peaks(signal, fs_hz) if r_samples is None else np.asarray(r_samples, np.int64)
+    windows, rr, index = cut_beats(signal, fs_hz, peaks, spec)
+    return StripBeats(r_samples=peaks, beat=windows[..., None], log_rr=rr_model_input(rr), index=index)
+
+
+def rhythm_summary(r_samples: np.ndarray, fs_hz: float, classes: np.ndarray) -> dict:
+    """Heart rate and ectopic burdens of a strip: what a watch shows its wearer."""
+    rr = np.diff(r_samples) / fs_hz
+    counts = np.bincount(classes, minlength=len(CLASS_NAMES)) if classes.size else np.zeros(len(CLASS_NAMES), int)
+    total = max(int(counts.sum()), 1)
+    return {
+        "beats_detected": int(r_samples.size),
+        "beats_classified": int(classes.size),
+        "heart_rate_bpm": round(60.0 / float(np.median(rr)), 1) if rr.size else None,
+        "pvc_burden_percent": round(100.0 * counts[CLASS_NAMES.index("V")] / total, 2),
+        "s_burden_percent": round(100.0 * counts[CLASS_NAMES.index("S")] / total, 2),
+        "counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
+    }
