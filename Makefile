@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedbeat-installed
 TFF_VERSION := 0.87.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast bench simulate lock clean
+.PHONY: setup test test-fast bench device-selftest simulate lock clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,17 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/cache_speedup.py --check
 
+# The device side in a venv holding only numpy and tflite-runtime, as on a Raspberry Pi.
+DEVICE_VENV := .venv-device
+device-selftest: setup
+	@test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps numpy==1.25.2 tflite-runtime==2.14.0
+	mkdir -p build/device
+	$(BIN)/python -c 'from models.beat_classifier import build_beat_classifier; build_beat_classifier().save("build/device/model.keras")'
+	$(BIN)/fedbeat export --model build/device/model.keras --out build/device
+	$(DEVICE_VENV)/bin/python -m pip list --format=freeze --disable-pip-version-check | grep -v -E '^(pip|setuptools)=='
+	$(DEVICE_VENV)/bin/python -m edge_runtime selftest --model build/device/model_train.tflite --json
+
 simulate: setup
 	$(BIN)/fedbeat simulate
 
@@ -46,4 +57,4 @@ lock:
 	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEVICE_VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,40 @@
+"""On-device R-peak detection against cardiologists' annotations (EC57 150 ms window)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets.records import read_record
+from datasets.splits import DS2
+from edge_runtime.aami import classes_of
+from edge_runtime.detector import detect_r_peaks, match_beats
+
+
+def test_match_beats_counts_by_hand():
+    assert match_beats(np.array([100, 200, 300]), np.array([102, 260, 305, 500]), tolerance=10) == (2, 1, 2)
+
+
+@pytest.mark.slow
+def test_sensitivity_and_ppv_above_99_percent_on_ds2(mitdb):
+    totals = np.zeros(3, dtype=np.int64)
+    for name in DS2:
+        record = read_record(mitdb / name)
+        reference = record.ann_samples[classes_of(record.ann_symbols) >= 0]
+        totals += match_beats(reference, detect_r_peaks(record.signal, record.fs_hz), int(0.150 * record.fs_hz))
+    true_positive, false_negative, false_positive = totals
+    assert true_positive / (true_positive + false_negative) >= 0.99
+    assert true_positive / (true_positive + false_positive) >= 0.99
+
+
+def test_detects_synthetic_beats_at_a_watch_rate(synthetic_dir):
+    from scipy.signal import resample_poly
+
+    record = read_record(synthetic_dir / "syn002")
+    watch = resample_poly(record.signal, 25, 18)  # 500 Hz
+    reference = np.rint(record.ann_samples * 500 / 360).astype(np.int64)
+    true_positive, false_negative, false_positive = match_beats(reference, detect_r_peaks(watch, 500.0), 75)
+    assert false_negative <= 0.01 * reference.size and false_positive <= 0.01 * reference.size
+
+
+def test_flat_line_has_no_beats():
+    assert detect_r_peaks(np.zeros(5000), 250.0).size == 0
