@@ -1,8 +1,9 @@
 """Update compression codecs, numpy only: the device encodes, the server decodes.
 
 Each codec maps a float32[P] model update to bytes and back. Randomness (stochastic
-rounding, rotations) comes from a seed carried in the payload header, so the server can
-reproduce the device's random choices.
+rounding, rotations) comes from a seed carried in the payload header through a
+counter-based generator (``counter_uniform``), so the server and the TF implementation in
+``simulation/compression.py`` reproduce the device's random choices exactly.
 
 - ``fp16``: half precision, 2 bytes per coordinate, deterministic.
 - ``uniform8`` / ``uniform4``: stochastic uniform quantization between the vector's min and
@@ -25,8 +26,22 @@ class CodecError(ValueError):
     """A body that does not decode to the declared length."""
 
 
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.uint64(seed))
+SIGN_STREAM = 0x5157
+DITHER_STREAM = 0xD17E
+
+
+def counter_uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    """float64[n] in [0, 1): splitmix64 of (seed, stream, i), the codecs' only randomness.
+
+    A counter-based generator, not numpy's, so that the TF implementation
+    (``simulation/compression.py``) draws the very same numbers from the same seed.
+    """
+    with np.errstate(over="ignore"):
+        x = np.arange(n, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) % 2**64)
+        z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def walsh_hadamard(x: np.ndarray) -> np.ndarray:
@@ -57,7 +72,7 @@ def _uniform_encode(bits: int):
         low, high = float(x.min()), float(x.max())
         span = high - low if high > low else 1.0
         scaled = (x.astype(np.float64) - low) / span * levels
-        q = np.minimum(np.floor(scaled + _rng(seed).random(x.size)), levels).astype(np.uint8)
+        q = np.minimum(np.floor(scaled + counter_uniform(seed, DITHER_STREAM, x.size)), levels).astype(np.uint8)
         if bits == 4:
             q = np.pad(q, (0, q.size % 2))
             q = (q[0::2] | (q[1::2] << 4)).astype(np.uint8)
@@ -104,7 +119,7 @@ def _topk_decode(body: bytes, length: int, seed: int) -> np.ndarray:
 
 def _rotation(length: int, seed: int) -> tuple[int, np.ndarray]:
     blocks = -(-length // ROTATION_BLOCK)
-    signs = np.where(_rng(seed).random(blocks * ROTATION_BLOCK) < 0.5, -1.0, 1.0).reshape(blocks, ROTATION_BLOCK)
+    signs = np.where(counter_uniform(seed, SIGN_STREAM, blocks * ROTATION_BLOCK) < 0.5, -1.0, 1.0).reshape(blocks, ROTATION_BLOCK)
     return blocks, signs
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from datasets.partition import SCHEMES
 from datasets.splits import resolve_data_dir
+from edge_runtime.codecs import CODECS
 from datasets.loading import load_split
 from simulation.config import ALGORITHMS, DATASETS, ConfigError, load_config
 from simulation.metrics import format_report
@@ -32,6 +33,7 @@ def _add_run_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument("--dropout", type=float, help="probability a selected watch drops out")
     simulate.add_argument("--partition", choices=SCHEMES)
     simulate.add_argument("--algorithm", choices=ALGORITHMS)
+    simulate.add_argument("--compression", choices=sorted(CODECS), help="codec every client update passes through (as on devices)")
     simulate.add_argument("--seed", type=int)
     simulate.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
     simulate.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
@@ -40,7 +42,7 @@ def _add_run_arguments(simulate: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     overrides = {
         key: getattr(args, key)
-        for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "seed", "out")
+        for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression", "seed", "out")
     }
     config = load_config(args.config, overrides)
     if config.dataset == "mitdb":

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from datasets.partition import PartitionConfig
+from edge_runtime.codecs import CODECS
 from simulation.availability import AvailabilityConfig
 
 ALGORITHMS = ("fedavg", "fedprox", "fedadam")
@@ -36,6 +37,7 @@ class SimulationConfig:
     proximal_strength: float = 0.01
     class_weight_power: float = 0.5
     algorithm: str = "fedavg"
+    compression: str | None = None
     partition: str = "patient"
     alpha: float = 0.5
     strips_per_client: int = 3
@@ -60,6 +62,8 @@ class SimulationConfig:
         for name in ("client_learning_rate", "centralized_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.compression is not None and self.compression not in CODECS:
+            raise ValueError(f"compression must be one of {', '.join(CODECS)}, got {self.compression!r}")
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) must not exceed clients ({self.clients})")
         self.partition_config()  # validates the partition fields

@@ -27,6 +27,7 @@ from edge_runtime.beats import rr_model_input
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox
 from simulation.availability import AvailabilityModel
+from simulation.compression import CompressedMeanFactory
 from simulation.config import SimulationConfig
 from simulation.metrics import classification_report
 from simulation.plots import plot_confusion, plot_rounds
@@ -101,7 +102,11 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, input_spec
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
         )
 
-    common = {"client_learning_rate": config.client_learning_rate, "server_learning_rate": config.effective_server_learning_rate}
+    common = {
+        "client_learning_rate": config.client_learning_rate,
+        "server_learning_rate": config.effective_server_learning_rate,
+        "model_aggregator": CompressedMeanFactory(config.compression) if config.compression else None,
+    }
     if config.algorithm == "fedprox":
         return build_fedprox(model_fn, proximal_strength=config.proximal_strength, **common)
     if config.algorithm == "fedadam":

@@ -123,3 +123,13 @@ def test_bad_flags_fail_before_any_work(flags, message, capsys):
 
     assert main(["simulate", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compressed_updates_still_train(tmp_path):
+    config = write_config(tmp_path / "small.toml", compression="rotated1bit")
+    result = fedbeat("simulate", "--config", str(config), "--rounds", "6", "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["config"]["compression"] == "rotated1bit"
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
