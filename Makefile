@@ -34,6 +34,7 @@ test-fast: setup
 # Quick benchmarks whose ratios CI checks (results land in benchmarks/results/).
 bench: setup
 	$(BIN)/python benchmarks/cache_speedup.py --check
+	$(BIN)/python benchmarks/edge.py --check
 
 # The device side in a venv holding only numpy and tflite-runtime, as on a Raspberry Pi.
 DEVICE_VENV := .venv-device

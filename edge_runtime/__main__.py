@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -88,6 +89,18 @@ def run_train(args: argparse.Namespace) -> dict:
     return {"beats": int(labels.size), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1], "payload_bytes": len(payload), "codec": args.codec}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage: after fork + exec Linux
+    reports the parent's peak in ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run_selftest(args: argparse.Namespace) -> dict:
     """A few SGD steps on the shipped sample beats, and an exact weights round trip."""
     model = TrainableModel(args.model)
@@ -107,6 +120,7 @@ def run_selftest(args: argparse.Namespace) -> dict:
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "weights_roundtrip_exact": roundtrip,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow impo
 
 from datasets.cli import add_data_commands
 from datasets.records import RecordFormatError
-from simulation.commands import add_export_command, add_simulate_command
+from simulation.commands import add_bench_command, add_export_command, add_simulate_command
 from simulation.config import ConfigError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_simulate_command(commands)
     add_export_command(commands)
+    add_bench_command(commands)
     return parser
 
 

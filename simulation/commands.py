@@ -107,3 +107,30 @@ def run_export(args: argparse.Namespace) -> int:
     sizes = {name: (args.out / name).stat().st_size for name in manifest["files"]}
     print(json.dumps({"out": str(args.out), "model_version": manifest["model_version"], "bytes": sizes}))
     return 0
+
+
+def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks")
+    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge}")
+    edge = targets.add_parser("edge", help="on-device train step vs TF, int8 inference, model sizes, codecs on a real update")
+    edge.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    edge.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb")
+    edge.add_argument("--json", action="store_true")
+    edge.set_defaults(handler=run_bench_edge)
+
+
+def run_bench_edge(args: argparse.Namespace) -> int:
+    config = load_config(None, {"dataset": args.dataset, "data_dir": args.data_dir})
+    from models.edge_benchmark import benchmark_edge
+    from simulation.runner import data_directory
+
+    result = benchmark_edge(load_split(data_directory(config), "DS1", progress=False))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key, value in result.items():
+        if key != "codecs":
+            print(f"{key:<24}{value}")
+    for name, row in result["codecs"].items():
+        print(f"codec {name:<18}{row['bytes']:>7} bytes  {row['ratio_vs_fp32']:>6}x  nmse {row['nmse']:.3g}")
+    return 0
