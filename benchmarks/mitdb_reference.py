@@ -20,7 +20,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
     fedbeat = str(Path(sys.executable).with_name("fedbeat"))
     common = ["--dataset", "mitdb", "--data-dir", args.data_dir, "--clients", "1000", "--clients-per-round", "100",
