@@ -133,3 +133,12 @@ def test_compressed_updates_still_train(tmp_path):
     assert summary["config"]["compression"] == "rotated1bit"
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["train_loss"] < log[0]["train_loss"]
+
+
+def test_fedprox_runs_and_differs_from_fedavg(tmp_path):
+    config = write_config(tmp_path / "small.toml")
+    runs = {name: fedbeat("simulate", "--config", str(config), "--rounds", "2", "--algorithm", name, "--out", str(tmp_path / name), "--json")
+            for name in ("fedavg", "fedprox")}
+    for result in runs.values():
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(runs["fedavg"].stdout)["model_sha256"] != json.loads(runs["fedprox"].stdout)["model_sha256"]
