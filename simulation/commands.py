@@ -1,15 +1,18 @@
-"""`fedbeat simulate`: flags, config file and the end-of-run table."""
+"""`fedbeat simulate | centralized | export | bench`: flags, config file and what is printed.
+
+TensorFlow is imported inside the handlers, so flag errors and `fedbeat data` stay fast.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
+from datasets.loading import load_split
 from datasets.partition import SCHEMES
 from datasets.splits import resolve_data_dir
 from edge_runtime.codecs import CODECS
-from datasets.loading import load_split
-from simulation.config import ALGORITHMS, DATASETS, ConfigError, load_config
+from simulation.config import ALGORITHMS, DATASETS, ConfigError, SimulationConfig, load_config
 from simulation.metrics import format_report
 
 
@@ -23,23 +26,23 @@ def add_simulate_command(subparsers: argparse._SubParsersAction) -> None:
     centralized.set_defaults(handler=run_centralized_command)
 
 
-def _add_run_arguments(simulate: argparse.ArgumentParser) -> None:
-    simulate.add_argument("--config", type=Path, help="TOML file of SimulationConfig fields; flags override it")
-    simulate.add_argument("--dataset", choices=DATASETS)
-    simulate.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb (default $FEDBEAT_DATA)")
-    simulate.add_argument("--clients", type=int, help="simulated watches in the population")
-    simulate.add_argument("--clients-per-round", type=int, help="reports the server waits for each round")
-    simulate.add_argument("--rounds", type=int)
-    simulate.add_argument("--dropout", type=float, help="probability a selected watch drops out")
-    simulate.add_argument("--partition", choices=SCHEMES)
-    simulate.add_argument("--algorithm", choices=ALGORITHMS)
-    simulate.add_argument("--compression", choices=sorted(CODECS), help="codec every client update passes through (as on devices)")
-    simulate.add_argument("--seed", type=int)
-    simulate.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
-    simulate.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file of SimulationConfig fields; flags override it")
+    parser.add_argument("--dataset", choices=DATASETS)
+    parser.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb (default $FEDBEAT_DATA)")
+    parser.add_argument("--clients", type=int, help="simulated watches in the population")
+    parser.add_argument("--clients-per-round", type=int, help="reports the server waits for each round")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--dropout", type=float, help="probability a selected watch drops out")
+    parser.add_argument("--partition", choices=SCHEMES)
+    parser.add_argument("--algorithm", choices=ALGORITHMS)
+    parser.add_argument("--compression", choices=sorted(CODECS), help="codec every client update passes through (as on devices)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
+    parser.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace) -> SimulationConfig:
     overrides = {
         key: getattr(args, key)
         for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression", "seed", "out")
