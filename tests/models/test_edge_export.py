@@ -150,3 +150,13 @@ def test_int8_agrees_with_fp32_on_real_ds2_beats(mitdb, tmp_path):
     int8 = Int8Classifier(tmp_path / "model_int8.tflite").logits(test_beat, test_rr).argmax(axis=1)
     # Assert
     assert np.mean(fp32 == int8) >= 0.98
+
+
+def test_device_infers_a_real_wfdb_record(exported, mitdb):
+    _, out, _ = exported
+    result = device("infer", "--model", str(out), "--record", str(mitdb / "100"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)["summary"]
+    assert abs(summary["beats_detected"] - 2273) <= 5  # record 100 has 2,273 annotated beats
+    assert 70 <= summary["heart_rate_bpm"] <= 80
+    assert summary["beats_classified"] == sum(summary["counts"].values()) >= 2260
