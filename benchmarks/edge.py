@@ -35,11 +35,12 @@ def main() -> int:
     parser.add_argument("--name", default="edge", help="result file stem (e.g. edge_one_core)")
     args = parser.parse_args()
     data_dir = args.data_dir or default_data_dir()
+    dataset = "synthetic" if data_dir is None else "mitdb"
     if data_dir is None:
         data_dir = RESULTS.parent / ".synthetic"
         write_synthetic_dataset(data_dir, subjects=8, minutes=4, seed=0)
     result = benchmark_edge(load_split(data_dir, "DS1", progress=False))
-    result["dataset"] = "mitdb" if args.data_dir or default_data_dir() else "synthetic"
+    result["dataset"] = dataset
     result["machine"] = f"{platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, Python {platform.python_version()}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
