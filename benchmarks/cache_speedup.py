@@ -22,17 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.loading import load_split  # noqa: E402
+from datasets.splits import default_mitdb_dir  # noqa: E402
 from datasets.synthetic import write_synthetic_dataset  # noqa: E402
 
 MIN_SPEEDUP = 10.0
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def default_data_dir() -> Path | None:
-    for candidate in (os.environ.get("FEDBEAT_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "mitdb"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def timed_load(data_dir: Path, cache: Path) -> float:
@@ -48,7 +42,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        data_dir = args.data_dir or default_data_dir()
+        data_dir = args.data_dir or default_mitdb_dir()
         dataset = "mitdb" if data_dir else "synthetic"
         if data_dir is None:
             data_dir = Path(scratch) / "synthetic"

@@ -14,20 +14,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.splits import default_mitdb_dir  # noqa: E402
+
 REFERENCE = ["--dataset", "mitdb", "--clients", "1000", "--clients-per-round", "100", "--dropout", "0.2", "--rounds", "100",
              "--partition", "patient", "--algorithm", "fedavg", "--seed", "0"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
+    parser.add_argument("--data-dir", default=default_mitdb_dir(), help="MIT-BIH mitdb (default $FEDBEAT_DATA or ../shared/data/mitdb)")
     parser.add_argument("--codec", default="rotated1bit")
     parser.add_argument("--reuse", action="store_true", help="read runs/*/summary.json instead of running")
     args = parser.parse_args()
+    if args.data_dir is None:
+        parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     runs = {"uncompressed": ("runs/mitdb_fedavg", []), args.codec: (f"runs/mitdb_fedavg_{args.codec}", ["--compression", args.codec])}
     result: dict = {"commands": {}, "test": {}}
     for name, (out, extra) in runs.items():
-        command = ["fedbeat", "simulate", *REFERENCE, "--data-dir", args.data_dir, *extra, "--out", out, "--json"]
+        command = ["fedbeat", "simulate", *REFERENCE, "--data-dir", str(args.data_dir), *extra, "--out", out, "--json"]
         result["commands"][name] = " ".join(command)
         if not args.reuse:
             subprocess.run([str(Path(sys.executable).with_name("fedbeat")), *command[1:]], cwd=ROOT, check=True, capture_output=True)

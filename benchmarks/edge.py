@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cache_speedup import default_data_dir  # noqa: E402
 from datasets.loading import load_split  # noqa: E402
+from datasets.splits import default_mitdb_dir  # noqa: E402
 from datasets.synthetic import write_synthetic_dataset  # noqa: E402
 from models.edge_benchmark import benchmark_edge  # noqa: E402
 
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--name", default="edge", help="result file stem (e.g. edge_one_core)")
     args = parser.parse_args()
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir or default_mitdb_dir()
     dataset = "synthetic" if data_dir is None else "mitdb"
     if data_dir is None:
         data_dir = RESULTS.parent / ".synthetic"

@@ -14,16 +14,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.splits import default_mitdb_dir  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
+    parser.add_argument("--data-dir", default=default_mitdb_dir(), help="MIT-BIH mitdb (default $FEDBEAT_DATA or ../shared/data/mitdb)")
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
+    if args.data_dir is None:
+        parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     fedbeat = str(Path(sys.executable).with_name("fedbeat"))
-    common = ["--dataset", "mitdb", "--data-dir", args.data_dir, "--clients", "1000", "--clients-per-round", "100",
+    common = ["--dataset", "mitdb", "--data-dir", str(args.data_dir), "--clients", "1000", "--clients-per-round", "100",
               "--dropout", "0.2", "--rounds", str(args.rounds), "--partition", "patient", "--algorithm", "fedavg", "--seed", "0"]
     commands = {
         "federated": [fedbeat, "simulate", *common, "--out", "runs/mitdb_fedavg", "--json"],

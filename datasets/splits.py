@@ -23,6 +23,16 @@ DATA_ENV = "FEDBEAT_DATA"
 SPLITS = ("DS1", "DS2")
 
 
+def default_mitdb_dir() -> Path | None:
+    """Where tests and benchmarks look for MIT-BIH: $FEDBEAT_DATA, else ../shared/data/mitdb
+    beside the checkout; None when neither holds record 100."""
+    repo_sibling = Path(__file__).resolve().parents[2] / "shared" / "data" / "mitdb"
+    for candidate in (os.environ.get(DATA_ENV), repo_sibling):
+        if candidate and (Path(candidate) / "100.hea").is_file():
+            return Path(candidate)
+    return None
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The WFDB directory from --data-dir, else $FEDBEAT_DATA; a parent holding mitdb/ also works."""
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV)

@@ -161,11 +161,8 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                 started = time.perf_counter()
                 plan = availability.plan_round(round_index, epochs=config.local_epochs, payload_bytes=payload_bytes)
                 record = {"round": round_index, **plan.counts()}
-                for key in ("invited", "reported", "dropped", "late", "surplus"):
-                    totals[key] += record[key]
-                if plan.abandoned:
-                    totals["abandoned"] += 1
-                else:
+                _count_round(totals, record)
+                if not plan.abandoned:
                     rng = np.random.default_rng([config.seed, round_index, 1])
                     datasets = [
                         client_dataset(data.train, data.population.client(c), batch_size=config.batch_size, epochs=config.local_epochs, rng=rng)
@@ -174,7 +171,6 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                     output = process.next(state, datasets)
                     state = output.state
                     record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
-                    totals["applied"] += 1
                 if round_index % config.eval_every == 0 or round_index == config.rounds:
                     process.get_model_weights(state).assign_weights_to(keras_model)
                     evaluation = evaluate(keras_model, data.test, loss_weights)
@@ -224,11 +220,15 @@ def _truncate_metrics(path: Path, last_round: int) -> None:
         path.write_text("".join(line + "\n" for line in lines))
 
 
+def _count_round(totals: dict, record: dict) -> None:
+    """Add one round's metrics line to the run totals (live rounds and replayed ones alike)."""
+    for key in ("invited", "reported", "dropped", "late", "surplus"):
+        totals[key] += record[key]
+    totals["abandoned" if record["abandoned"] else "applied"] += 1
+
+
 def _replay_totals(path: Path, totals: dict) -> dict:
     totals = dict(totals)
     for line in path.read_text().splitlines() if path.is_file() else []:
-        record = json.loads(line)
-        for key in ("invited", "reported", "dropped", "late", "surplus"):
-            totals[key] += record[key]
-        totals["abandoned" if record["abandoned"] else "applied"] += 1
+        _count_round(totals, json.loads(line))
     return totals

@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from datasets.splits import default_mitdb_dir
 from datasets.synthetic import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def mitdb_dir() -> Path | None:
-    """$FEDBEAT_DATA if set, else ../shared/data/mitdb beside the repository."""
-    candidates = [os.environ.get("FEDBEAT_DATA"), REPO_ROOT.parent / "shared" / "data" / "mitdb"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "100.hea").is_file():
-            return Path(candidate)
-    return None
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -35,7 +27,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mitdb() -> Path:
-    path = mitdb_dir()
+    path = default_mitdb_dir()
     if path is None:
         pytest.skip("MIT-BIH mitdb not found: set FEDBEAT_DATA or place it at ../shared/data/mitdb")
     return path
