@@ -15,8 +15,7 @@ class TrainableModel:
     """
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._interpreter = Interpreter(model_path=str(self.path))
+        self._interpreter = Interpreter(model_path=str(path))
         self._infer = self._interpreter.get_signature_runner("infer")
         self._train = self._interpreter.get_signature_runner("train")
         self._get = self._interpreter.get_signature_runner("get_weights")
