@@ -3,7 +3,13 @@
 ``build_fedavg`` (McMahan et al. 2017), ``build_fedprox`` (Li et al. 2020, proximal term
 on the client) and ``build_fedadam`` (Reddi et al. 2021, Adam as the server optimizer) all
 return a ``tff.learning.templates.LearningProcess``; aggregation stages (compression, DP)
-plug in through ``model_aggregator``.
+plug in through ``model_aggregator``. These are the plain per-watch path (one TFF client per
+watch, Keras model through ``from_keras_model``); ``simulation/vectorised.py`` composes the
+same algorithms with shards of watches as TFF clients.
+
+TFF 0.87's FedProx adds ``mu * (w0 - w)`` to the gradient (the sign of
+``proximal_client_work``), which pushes weights away from the global model; the vectorised
+path uses the paper's ``mu * (w - w0)``.
 """
 from __future__ import annotations
 
@@ -17,11 +23,18 @@ FAST_LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 faster per round here on 2 cores."""
 
 
+def server_optimizer(algorithm: str, learning_rate: float) -> tff.learning.optimizers.Optimizer:
+    """Adam for FedAdam (Reddi et al. 2021), plain SGD for FedAvg and FedProx."""
+    if algorithm == "fedadam":
+        return tff.learning.optimizers.build_adam(learning_rate=learning_rate, epsilon=1e-3)
+    return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
+
+
 def build_fedavg(model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 1.0, model_aggregator=None, loop_implementation=FAST_LOOP):
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
+        server_optimizer_fn=server_optimizer("fedavg", server_learning_rate),
         model_aggregator=model_aggregator,
         loop_implementation=loop_implementation,
     )
@@ -32,7 +45,7 @@ def build_fedprox(model_fn: ModelFn, *, client_learning_rate: float, proximal_st
         model_fn,
         proximal_strength=proximal_strength,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
+        server_optimizer_fn=server_optimizer("fedavg", server_learning_rate),
         model_aggregator=model_aggregator,
         loop_implementation=loop_implementation,
     )
@@ -42,7 +55,7 @@ def build_fedadam(model_fn: ModelFn, *, client_learning_rate: float, server_lear
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_adam(learning_rate=server_learning_rate, epsilon=1e-3),
+        server_optimizer_fn=server_optimizer("fedadam", server_learning_rate),
         model_aggregator=model_aggregator,
         loop_implementation=loop_implementation,
     )

@@ -12,7 +12,7 @@ from datasets.loading import load_split
 from datasets.partition import SCHEMES
 from datasets.splits import resolve_data_dir
 from edge_runtime.codecs import CODECS
-from simulation.config import ALGORITHMS, DATASETS, ConfigError, SimulationConfig, load_config
+from simulation.config import ALGORITHMS, CLIENT_PATHS, DATASETS, ConfigError, SimulationConfig, load_config
 from simulation.metrics import format_report
 
 
@@ -37,6 +37,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition", choices=SCHEMES)
     parser.add_argument("--algorithm", choices=ALGORITHMS)
     parser.add_argument("--compression", choices=sorted(CODECS), help="codec every client update passes through (as on devices)")
+    parser.add_argument("--client-path", choices=CLIENT_PATHS, help="vectorised (default: K watches per TFF client in one computation) or plain (one TFF client per watch)")
+    parser.add_argument("--shard-size", type=int, help="watches trained together per TFF client on the vectorised path (default 100)")
+    parser.add_argument("--workers", type=int, help="local TFF worker processes to split clients across (default 1)")
+    parser.add_argument("--worker", dest="worker_addresses", action="append", metavar="HOST:PORT", help="a running TFF worker_binary to use (repeatable; see README: private network only)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
     parser.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
@@ -45,7 +49,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> SimulationConfig:
     overrides = {
         key: getattr(args, key)
-        for key in ("dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression", "seed", "out")
+        for key in (
+            "dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
+            "client_path", "shard_size", "workers", "worker_addresses", "seed", "out",
+        )
     }
     config = load_config(args.config, overrides)
     if config.dataset == "mitdb":

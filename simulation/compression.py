@@ -91,12 +91,21 @@ def roundtrip(codec: str, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
 
 
+def client_roundtrip(codec: str, flat: tf.Tensor, round_index: tf.Tensor) -> tf.Tensor:
+    """What the server decodes from one client's flat update in round ``round_index``.
+
+    The seed mixes the round with a fingerprint of the update itself, so clients draw
+    different randomness without knowing their ids.
+    """
+    fingerprint = tf.bitcast(tf.reduce_sum(tf.abs(flat)), tf.int32)
+    return roundtrip(codec, flat, round_index * 1_000_003 + tf.cast(fingerprint, tf.int64))
+
+
 class CompressedMeanFactory(tff.aggregators.WeightedAggregationFactory):
     """Weighted mean of client updates after each passes through a codec.
 
     Aggregator state: the round counter (int64@SERVER), broadcast so each round draws new
-    randomness; a client's seed mixes it with a fingerprint of its own update, so clients
-    differ without knowing their ids.
+    randomness (see ``client_roundtrip``).
     """
 
     def __init__(self, codec: str, inner: tff.aggregators.WeightedAggregationFactory | None = None):
@@ -113,9 +122,7 @@ class CompressedMeanFactory(tff.aggregators.WeightedAggregationFactory):
         def compress(value, round_index):
             leaves = tf.nest.flatten(value)
             flat = tf.concat([tf.reshape(leaf, [-1]) for leaf in leaves], axis=0)
-            fingerprint = tf.bitcast(tf.reduce_sum(tf.abs(flat)), tf.int32)
-            seed = round_index * 1_000_003 + tf.cast(fingerprint, tf.int64)
-            decoded = roundtrip(codec, flat, seed)
+            decoded = client_roundtrip(codec, flat, round_index)
             sizes = [leaf.shape.num_elements() for leaf in leaves]
             parts = [tf.reshape(p, leaf.shape) for p, leaf in zip(tf.split(decoded, sizes), leaves)]
             return tf.nest.pack_sequence_as(value, parts)

@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets.partition import PartitionConfig
 from edge_runtime.codecs import CODECS
 from simulation.availability import AvailabilityConfig
+from simulation.worker_address import parse_worker_address
 
 ALGORITHMS = ("fedavg", "fedprox", "fedadam")
 
@@ -16,6 +17,7 @@ class ConfigError(ValueError):
     """A configuration the user gave (file or flags) that cannot run; the message names the field."""
 
 DATASETS = ("synthetic", "mitdb")
+CLIENT_PATHS = ("vectorised", "plain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,10 @@ class SimulationConfig:
     proximal_strength: float = 0.01
     class_weight_power: float = 0.5
     algorithm: str = "fedavg"
+    client_path: str = "vectorised"
+    shard_size: int = 100
+    workers: int = 1
+    worker_addresses: tuple[str, ...] = ()
     compression: str | None = None
     partition: str = "patient"
     alpha: float = 0.5
@@ -54,7 +60,12 @@ class SimulationConfig:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        for name in ("rounds", "local_epochs", "batch_size", "eval_every", "synthetic_subjects"):
+        if self.client_path not in CLIENT_PATHS:
+            raise ValueError(f"client_path must be one of {', '.join(CLIENT_PATHS)}, got {self.client_path!r}")
+        object.__setattr__(self, "worker_addresses", tuple(parse_worker_address(a) for a in self.worker_addresses))
+        if self.worker_addresses and self.workers != 1:
+            raise ValueError("give either workers (local worker processes) or worker_addresses (running workers), not both")
+        for name in ("rounds", "local_epochs", "batch_size", "eval_every", "synthetic_subjects", "shard_size", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.class_weight_power < 0:

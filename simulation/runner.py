@@ -25,13 +25,16 @@ from datasets.splits import resolve_data_dir, split_records
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
-from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox
+from models.edge_trainable import weight_layout
+from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox, server_optimizer
 from simulation.availability import AvailabilityModel
 from simulation.compression import CompressedMeanFactory
 from simulation.config import SimulationConfig
 from simulation.metrics import classification_report
 from simulation.plots import plot_confusion, plot_rounds
+from simulation.shards import local_orders, shard_datasets
 from simulation.tff_runtime import LocalTffRuntime
+from simulation.vectorised import build_vectorised_process
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -53,11 +56,11 @@ def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> t
     return table.windows[index][..., None], rr_model_input(table.rr[index])
 
 
-def client_dataset(table: BeatTable, beats: np.ndarray, *, batch_size: int, epochs: int, rng: np.random.Generator) -> tf.data.Dataset:
-    """A watch's local data, shuffled per epoch in numpy so the run is reproducible."""
-    order = np.concatenate([rng.permutation(beats) for _ in range(epochs)])
-    beat, log_rr = model_inputs(table, order)
-    return tf.data.Dataset.from_tensor_slices(((beat, log_rr), table.labels[order].astype(np.int32))).batch(batch_size)
+def client_dataset(table: BeatTable, beats: np.ndarray, order: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
+    """A watch's local batches (plain path): its beats in ``order`` (see ``shards.local_orders``)."""
+    index = beats[order]
+    beat, log_rr = model_inputs(table, index)
+    return tf.data.Dataset.from_tensor_slices(((beat, log_rr), table.labels[index].astype(np.int32))).batch(batch_size)
 
 
 def model_sha256(weights: list[np.ndarray]) -> str:
@@ -93,18 +96,31 @@ def prepare_data(config: SimulationConfig) -> FederatedData:
     return FederatedData(train=train, test=test, population=population, audit=audit)
 
 
-def build_process(config: SimulationConfig, loss_weights: np.ndarray, input_spec) -> tff.learning.templates.LearningProcess:
+def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: BeatTable) -> tff.learning.templates.LearningProcess:
+    """The configured algorithm on the configured client path, starting from the seeded model."""
+    server_lr = config.effective_server_learning_rate
+    if config.client_path == "vectorised":
+        keras_model = build_beat_classifier(seed=config.seed)
+        return build_vectorised_process(
+            initial_weights=keras_model.get_weights(), names=[name for name, _ in weight_layout(keras_model)],
+            loss_weights=loss_weights, client_learning_rate=config.client_learning_rate,
+            server_optimizer=server_optimizer(config.algorithm, server_lr),
+            proximal_strength=config.proximal_strength if config.algorithm == "fedprox" else 0.0,
+            codec=config.compression, window=table.windows.shape[1],
+        )
+    example = client_dataset(table, np.arange(1), np.zeros(1, np.int64), batch_size=config.batch_size)
+
     def model_fn() -> tff.learning.models.VariableModel:
         return tff.learning.models.from_keras_model(
             build_beat_classifier(seed=config.seed),
             loss=WeightedCrossEntropy(loss_weights),
-            input_spec=input_spec,
+            input_spec=example.element_spec,
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
         )
 
     common = {
         "client_learning_rate": config.client_learning_rate,
-        "server_learning_rate": config.effective_server_learning_rate,
+        "server_learning_rate": server_lr,
         "model_aggregator": CompressedMeanFactory(config.compression) if config.compression else None,
     }
     if config.algorithm == "fedprox":
@@ -112,6 +128,16 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, input_spec
     if config.algorithm == "fedadam":
         return build_fedadam(model_fn, **common)
     return build_fedavg(model_fn, **common)
+
+
+def round_data(config: SimulationConfig, table: BeatTable, population: ClientPopulation, reporters: np.ndarray, round_index: int) -> list[tf.data.Dataset]:
+    """The reporters' local data for this round: one dataset per watch, or per shard of watches."""
+    beats = [population.client(c) for c in reporters]
+    rng = np.random.default_rng([config.seed, round_index, 1])
+    orders = local_orders(np.array([len(b) for b in beats]), epochs=config.local_epochs, rng=rng)
+    if config.client_path == "vectorised":
+        return shard_datasets(table, beats, orders, batch_size=config.batch_size, shard_size=config.shard_size)
+    return [client_dataset(table, b, o, batch_size=config.batch_size) for b, o in zip(beats, orders)]
 
 
 def save_checkpoint(out: Path, round_index: int, state) -> None:
@@ -136,12 +162,11 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     data = prepare_data(config)
     loss_weights = class_weights(data.train.labels, power=config.class_weight_power)
     tf.keras.utils.set_random_seed(config.seed)
-    example = client_dataset(data.train, data.population.client(0), batch_size=config.batch_size, epochs=1, rng=np.random.default_rng(0))
     availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)
     totals = {"applied": 0, "abandoned": 0, "invited": 0, "reported": 0, "dropped": 0, "late": 0, "surplus": 0}
 
-    with LocalTffRuntime(log_path=out / "tff_worker.log"):
-        process = build_process(config, loss_weights, example.element_spec)
+    with LocalTffRuntime(workers=config.workers, remote=config.worker_addresses, log_path=out / "tff_worker.log"):
+        process = build_process(config, loss_weights, data.train)
         state = process.initialize()
         # Built after the process: tracing model_fn in TFF's graph invalidates earlier Keras models.
         keras_model = build_beat_classifier(seed=config.seed)
@@ -163,12 +188,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                 record = {"round": round_index, **plan.counts()}
                 _count_round(totals, record)
                 if not plan.abandoned:
-                    rng = np.random.default_rng([config.seed, round_index, 1])
-                    datasets = [
-                        client_dataset(data.train, data.population.client(c), batch_size=config.batch_size, epochs=config.local_epochs, rng=rng)
-                        for c in plan.reporters
-                    ]
-                    output = process.next(state, datasets)
+                    output = process.next(state, round_data(config, data.train, data.population, plan.reporters, round_index))
                     state = output.state
                     record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
                 if round_index % config.eval_every == 0 or round_index == config.rounds:

@@ -23,6 +23,8 @@ import grpc
 import portpicker
 import tensorflow_federated as tff
 
+from simulation.worker_address import parse_worker_address
+
 _PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_S = 60.0
 
@@ -35,47 +37,81 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class LocalTffRuntime:
-    """Context manager: a local C++ worker installed as TFF's default execution context.
+def _executor_fn(stub: tff.framework.RemoteExecutorGrpcStub):
+    def executor_fn(cardinalities: dict) -> tff.framework.RemoteExecutor:
+        # A worker asked without a CLIENTS cardinality answers "No cardinality provided".
+        executor = tff.framework.RemoteExecutor(stub)
+        executor.set_cardinalities({**cardinalities, tff.CLIENTS: cardinalities.get(tff.CLIENTS) or 0})
+        return executor
 
-    with LocalTffRuntime(): process.next(...)  # the worker is gone after the block
+    return tff.framework.ResourceManagingExecutorFactory(executor_fn)
+
+
+def _context(stub: tff.framework.RemoteExecutorGrpcStub, *, asynchronous: bool):
+    kind = tff.framework.AsyncExecutionContext if asynchronous else tff.framework.SyncExecutionContext
+    return kind(
+        executor_fn=_executor_fn(stub),
+        compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+        transform_args=tff.tensorflow.transform_args,
+        transform_result=tff.tensorflow.transform_result,
+    )
+
+
+class LocalTffRuntime:
+    """Context manager: TFF's default context over C++ workers we start (or are given), always stopped.
+
+    with LocalTffRuntime(): process.next(...)              # one local worker
+    with LocalTffRuntime(workers=2): ...                   # two local workers, clients split
+    with LocalTffRuntime(remote=["10.0.0.5:8000"]): ...    # workers already running elsewhere
+
+    With more than one worker, TFF's mergeable context splits the CLIENTS of every
+    computation across them and merges the aggregates, so results equal the one-worker run.
     """
 
-    def __init__(self, *, log_path: Path | None = None):
+    def __init__(self, *, workers: int = 1, remote: list[str] | tuple[str, ...] = (), log_path: Path | None = None):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._remote = [parse_worker_address(a) for a in remote]
+        self._workers = 0 if self._remote else workers
         self._log_path = log_path
-        self.process: subprocess.Popen | None = None
+        self.processes: list[subprocess.Popen] = []
         self._previous_handlers: dict[int, object] = {}
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The first local worker (None when only remote workers are used)."""
+        return self.processes[0] if self.processes else None
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._remote) or self._workers
+
     def __enter__(self) -> "LocalTffRuntime":
-        port = portpicker.pick_unused_port()
-        log_path = self._log_path or Path(tempfile.gettempdir()) / f"fedbeat-worker-{os.getpid()}.log"
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(worker_binary_path()), f"--port={port}", "--max_concurrent_computation_calls=-1"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
-            )
         atexit.register(self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous_handlers[sig] = signal.signal(sig, self._stop_and_reraise)
-        stub = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(f"localhost:{port}"))
+        log_path = self._log_path or Path(tempfile.gettempdir()) / f"fedbeat-worker-{os.getpid()}.log"
+        addresses = list(self._remote)
+        for _ in range(self._workers):
+            port = portpicker.pick_unused_port()
+            with open(log_path, "ab") as log:
+                self.processes.append(subprocess.Popen(
+                    [str(worker_binary_path()), f"--port={port}", "--max_concurrent_computation_calls=-1"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
+                ))
+            addresses.append(f"localhost:{port}")
+        stubs = [tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(a)) for a in addresses]
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not stub.is_ready:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"TFF worker_binary did not start (see {log_path})")
-            time.sleep(0.05)
-
-        def executor_fn(cardinalities: dict) -> tff.framework.RemoteExecutor:
-            executor = tff.framework.RemoteExecutor(stub)
-            executor.set_cardinalities({**cardinalities, tff.CLIENTS: cardinalities.get(tff.CLIENTS) or 0})
-            return executor
-
-        context = tff.framework.SyncExecutionContext(
-            executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_fn),
-            compiler_fn=tff.backends.native.desugar_and_transform_to_native,
-            transform_args=tff.tensorflow.transform_args,
-            transform_result=tff.tensorflow.transform_result,
-        )
+        for address, stub in zip(addresses, stubs):
+            while not stub.is_ready:
+                if any(p.poll() is not None for p in self.processes) or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"TFF worker at {address} is not ready after {_READY_TIMEOUT_S:.0f} s (local worker log: {log_path})")
+                time.sleep(0.05)
+        if len(stubs) == 1:
+            context = _context(stubs[0], asynchronous=False)
+        else:
+            context = tff.backends.native.create_mergeable_comp_execution_context([_context(s, asynchronous=True) for s in stubs])
         tff.framework.set_default_context(context)
         return self
 
@@ -83,11 +119,12 @@ class LocalTffRuntime:
         self.stop()
 
     def stop(self) -> None:
-        """Kill the worker and wait for it; safe to call twice."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        """Kill our workers and wait for them; safe to call twice. Remote workers are not ours."""
+        processes, self.processes = self.processes, []
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)
         self._previous_handlers.clear()

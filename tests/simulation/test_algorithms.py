@@ -10,13 +10,16 @@ from datasets.partition import PartitionConfig, partition
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from simulation.algorithms import FAST_LOOP, build_fedavg
 from simulation.runner import client_dataset
+from simulation.shards import local_orders
 from simulation.tff_runtime import LocalTffRuntime
 
 pytestmark = pytest.mark.slow
 
 
 def one_round(loop, train, population, weights) -> list[np.ndarray]:
-    datasets = [client_dataset(train, population.client(c), batch_size=16, epochs=2, rng=np.random.default_rng(c)) for c in range(4)]
+    beats = [population.client(c) for c in range(4)]
+    orders = local_orders(np.array([len(b) for b in beats]), epochs=2, rng=np.random.default_rng(0))
+    datasets = [client_dataset(train, b, o, batch_size=16) for b, o in zip(beats, orders)]
 
     def model_fn():
         return tff.learning.models.from_keras_model(
