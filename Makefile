@@ -35,6 +35,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/cache_speedup.py --check
 	$(BIN)/python benchmarks/edge.py --check
+	$(BIN)/python benchmarks/simulation_speed.py --quick --check
 
 # The device side in a venv holding only numpy and tflite-runtime, as on a Raspberry Pi.
 DEVICE_VENV := .venv-device

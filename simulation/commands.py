@@ -121,12 +121,31 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks")
-    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge}")
+    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge,sim}")
+    sim = targets.add_parser("sim", help="simulated-round examples/s vs centralized Keras, memory across rounds")
+    sim.add_argument("--quick", action="store_true", help="200 clients per round, 12 rounds, no sweeps (CI)")
+    sim.add_argument("--json", action="store_true")
+    sim.set_defaults(handler=run_bench_sim)
     edge = targets.add_parser("edge", help="on-device train step vs TF, int8 inference, model sizes, codecs on a real update")
     edge.add_argument("--dataset", choices=DATASETS, default="synthetic")
     edge.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb")
     edge.add_argument("--json", action="store_true")
     edge.set_defaults(handler=run_bench_edge)
+
+
+def run_bench_sim(args: argparse.Namespace) -> int:
+    from simulation.speed_benchmark import SpeedBenchmarkConfig, benchmark_simulation
+
+    result = benchmark_simulation(SpeedBenchmarkConfig.quick() if args.quick else SpeedBenchmarkConfig(), progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key, value in result.items():
+        if key != "sweep":
+            print(f"{key:<24}{value}")
+    for row in result.get("sweep", []):
+        print("sweep " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0
 
 
 def run_bench_edge(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from simulation.compression import CompressedMeanFactory
 from simulation.config import SimulationConfig
 from simulation.metrics import classification_report
 from simulation.plots import plot_confusion, plot_rounds
+from simulation.resources import peak_rss_mb, rss_mb
 from simulation.shards import local_orders, shard_datasets
 from simulation.tff_runtime import LocalTffRuntime
 from simulation.vectorised import build_vectorised_process
@@ -165,7 +166,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)
     totals = {"applied": 0, "abandoned": 0, "invited": 0, "reported": 0, "dropped": 0, "late": 0, "surplus": 0}
 
-    with LocalTffRuntime(workers=config.workers, remote=config.worker_addresses, log_path=out / "tff_worker.log"):
+    with LocalTffRuntime(workers=config.workers, remote=config.worker_addresses, log_path=out / "tff_worker.log") as runtime:
         process = build_process(config, loss_weights, data.train)
         state = process.initialize()
         # Built after the process: tracing model_fn in TFF's graph invalidates earlier Keras models.
@@ -197,6 +198,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                     record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
                     record["eval"]["f1"] = {name: row["f1"] for name, row in evaluation["per_class"].items()}
                 record["seconds"] = round(time.perf_counter() - started, 3)
+                record["rss_mb"] = round(rss_mb(runtime.worker_pids), 1)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 save_checkpoint(out, round_index, state)  # after the log line: a kill between them replays the round
@@ -204,6 +206,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                     loss=f"{record.get('train_loss', float('nan')):.3f}", rep=f"{plan.reporters.size}/{plan.invited.size}",
                     drop=plan.dropped, late=plan.late, s=f"{record['seconds']:.1f}",
                 )
+        peak_memory = peak_rss_mb(runtime.worker_pids)
         weights = process.get_model_weights(state)
         weights.assign_weights_to(keras_model)
         if evaluation is None:
@@ -219,6 +222,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         "reports_dropped": totals["dropped"],
         "reports_late": totals["late"],
         "seconds": round(time.perf_counter() - run_started, 1),
+        "peak_rss_mb": round(peak_memory, 1),
         "config": dataclasses.asdict(config),
         "population": data.audit,
         "rounds": totals,

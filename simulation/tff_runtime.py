@@ -83,6 +83,10 @@ class LocalTffRuntime:
         return self.processes[0] if self.processes else None
 
     @property
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    @property
     def worker_count(self) -> int:
         return len(self._remote) or self._workers
 
