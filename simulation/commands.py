@@ -41,6 +41,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, help="watches trained together per TFF client on the vectorised path (default 100)")
     parser.add_argument("--workers", type=int, help="local TFF worker processes to split clients across (default 1)")
     parser.add_argument("--worker", dest="worker_addresses", action="append", metavar="HOST:PORT", help="a running TFF worker_binary to use (repeatable; see README: private network only)")
+    parser.add_argument("--dp-noise-multiplier", type=float, metavar="Z", help="user-level DP-FedAvg: Gaussian noise std = Z x clip (one watch per patient)")
+    parser.add_argument("--dp-target-epsilon", type=float, metavar="E", help="pick the noise multiplier that spends E over --rounds")
+    parser.add_argument("--dp-clip", metavar="adaptive|NORM", help="L2 clip of each update: adaptive (default, tracks the median norm) or a fixed norm")
+    parser.add_argument("--dp-target-delta", type=float, metavar="D", help="delta of the reported (epsilon, delta) (default 1e-5)")
+    parser.add_argument("--secure-aggregation", action="store_true", default=None, help="sum updates with TFF's secure sum (simulated protocol)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="run directory (metrics.jsonl, summary.json, model.keras, checkpoint)")
     parser.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
@@ -51,7 +56,8 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
         key: getattr(args, key)
         for key in (
             "dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
-            "client_path", "shard_size", "workers", "worker_addresses", "seed", "out",
+            "client_path", "shard_size", "workers", "worker_addresses", "dp_noise_multiplier", "dp_target_epsilon", "dp_clip",
+            "dp_target_delta", "secure_aggregation", "seed", "out",
         )
     }
     config = load_config(args.config, overrides)

@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets.partition import PartitionConfig
 from edge_runtime.codecs import CODECS
 from simulation.availability import AvailabilityConfig
+from simulation.privacy_config import PrivacyConfig
 from simulation.worker_address import parse_worker_address
 
 ALGORITHMS = ("fedavg", "fedprox", "fedadam")
@@ -43,6 +44,11 @@ class SimulationConfig:
     shard_size: int = 100
     workers: int = 1
     worker_addresses: tuple[str, ...] = ()
+    dp_noise_multiplier: float | None = None
+    dp_target_epsilon: float | None = None
+    dp_clip: str | float = "adaptive"
+    dp_target_delta: float = 1e-5
+    secure_aggregation: bool = False
     compression: str | None = None
     partition: str = "patient"
     alpha: float = 0.5
@@ -77,6 +83,17 @@ class SimulationConfig:
             raise ValueError(f"compression must be one of {', '.join(CODECS)}, got {self.compression!r}")
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) must not exceed clients ({self.clients})")
+        if isinstance(self.dp_clip, str) and self.dp_clip != "adaptive":
+            try:
+                object.__setattr__(self, "dp_clip", float(self.dp_clip))
+            except ValueError:
+                raise ValueError(f"dp_clip must be 'adaptive' or a positive L2 norm, got {self.dp_clip!r}") from None
+        if self.dp_noise_multiplier is not None and self.dp_target_epsilon is not None:
+            raise ValueError("give dp_noise_multiplier or dp_target_epsilon, not both")
+        if self.differential_privacy:
+            if self.partition != "patient":
+                raise ValueError(f"differential privacy needs partition 'patient' (one watch per patient, the privacy unit), got {self.partition!r}")
+            self.privacy_config(1.0 if self.dp_noise_multiplier is None else self.dp_noise_multiplier)  # validates the DP fields
         self.partition_config()  # validates the partition fields
         self.availability_config()  # validates the availability fields
 
@@ -89,6 +106,20 @@ class SimulationConfig:
         return AvailabilityConfig(
             clients_per_round=self.clients_per_round, overselect=self.overselect,
             min_reports_fraction=self.min_reports_fraction, dropout=self.dropout, deadline_s=self.deadline_s,
+        )
+
+    @property
+    def differential_privacy(self) -> bool:
+        return self.dp_noise_multiplier is not None or self.dp_target_epsilon is not None
+
+    @property
+    def effective_shard_size(self) -> int:
+        """DP clips and secure aggregation sums per TFF client, so each must be one watch."""
+        return 1 if self.differential_privacy or self.secure_aggregation else self.shard_size
+
+    def privacy_config(self, noise_multiplier: float) -> PrivacyConfig:
+        return PrivacyConfig(
+            noise_multiplier=noise_multiplier, clip=self.dp_clip, target_delta=self.dp_target_delta, secure_aggregation=self.secure_aggregation,
         )
 
     @property

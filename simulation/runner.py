@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from models.edge_trainable import weight_layout
 from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox, server_optimizer
 from simulation.availability import AvailabilityModel
 from simulation.compression import CompressedMeanFactory
-from simulation.config import SimulationConfig
+from simulation.config import ConfigError, SimulationConfig
+from simulation.privacy import ACCOUNTANT, dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
+from simulation.privacy_config import PrivacyConfig
 from simulation.metrics import classification_report
 from simulation.plots import plot_confusion, plot_rounds
 from simulation.resources import peak_rss_mb, rss_mb
@@ -90,16 +93,44 @@ class FederatedData:
 def prepare_data(config: SimulationConfig) -> FederatedData:
     directory = data_directory(config)
     train, test = load_split(directory, "DS1"), load_split(directory, "DS2")
-    population = partition(train, config.partition_config())
+    partition_config = config.partition_config()
+    if config.differential_privacy:  # the privacy unit: one watch per training patient
+        patients = len(np.unique(train.patient))
+        if config.clients_per_round > patients:
+            raise ConfigError(f"with differential privacy each of the {patients} DS1 patients is one client; clients_per_round {config.clients_per_round} is more")
+        partition_config = dataclasses.replace(partition_config, clients=patients)
+    population = partition(train, partition_config)
     audit = population_summary(population, train, split_records(directory)["DS2"])
     if audit["test_patients_in_train"]:
         raise ValueError(f"{audit['test_patients_in_train']} test patients leaked into training clients")
     return FederatedData(train=train, test=test, population=population, audit=audit)
 
 
-def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: BeatTable) -> tff.learning.templates.LearningProcess:
+def resolve_privacy(config: SimulationConfig, population: int) -> PrivacyConfig | None:
+    """The DP settings with the noise multiplier fixed (from --dp-target-epsilon over the planned rounds if asked)."""
+    if not config.differential_privacy:
+        return None
+    noise = config.dp_noise_multiplier
+    if noise is None:
+        noise = noise_for_epsilon(
+            config.dp_target_epsilon, sampling_rate=config.clients_per_round / population, rounds=config.rounds, delta=config.dp_target_delta,
+        )
+    return config.privacy_config(noise)
+
+
+def update_aggregator(config: SimulationConfig, privacy: PrivacyConfig | None):
+    """DP (clip, secure or plain sum, noise), secure mean, or None for the path's default mean."""
+    if privacy is not None:
+        return private_aggregator(privacy, config.clients_per_round)
+    if config.secure_aggregation:
+        return secure_mean_aggregator()
+    return None
+
+
+def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: BeatTable, privacy: PrivacyConfig | None = None) -> tff.learning.templates.LearningProcess:
     """The configured algorithm on the configured client path, starting from the seeded model."""
     server_lr = config.effective_server_learning_rate
+    aggregator = update_aggregator(config, privacy)
     if config.client_path == "vectorised":
         keras_model = build_beat_classifier(seed=config.seed)
         return build_vectorised_process(
@@ -107,7 +138,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
             loss_weights=loss_weights, client_learning_rate=config.client_learning_rate,
             server_optimizer=server_optimizer(config.algorithm, server_lr),
             proximal_strength=config.proximal_strength if config.algorithm == "fedprox" else 0.0,
-            codec=config.compression, window=table.windows.shape[1],
+            codec=config.compression, window=table.windows.shape[1], aggregator=aggregator,
         )
     example = client_dataset(table, np.arange(1), np.zeros(1, np.int64), batch_size=config.batch_size)
 
@@ -122,7 +153,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
     common = {
         "client_learning_rate": config.client_learning_rate,
         "server_learning_rate": server_lr,
-        "model_aggregator": CompressedMeanFactory(config.compression) if config.compression else None,
+        "model_aggregator": CompressedMeanFactory(config.compression, inner=aggregator) if config.compression else aggregator,
     }
     if config.algorithm == "fedprox":
         return build_fedprox(model_fn, proximal_strength=config.proximal_strength, **common)
@@ -137,7 +168,7 @@ def round_data(config: SimulationConfig, table: BeatTable, population: ClientPop
     rng = np.random.default_rng([config.seed, round_index, 1])
     orders = local_orders(np.array([len(b) for b in beats]), epochs=config.local_epochs, rng=rng)
     if config.client_path == "vectorised":
-        return shard_datasets(table, beats, orders, batch_size=config.batch_size, shard_size=config.shard_size)
+        return shard_datasets(table, beats, orders, batch_size=config.batch_size, shard_size=config.effective_shard_size)
     return [client_dataset(table, b, o, batch_size=config.batch_size) for b, o in zip(beats, orders)]
 
 
@@ -164,10 +195,20 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     loss_weights = class_weights(data.train.labels, power=config.class_weight_power)
     tf.keras.utils.set_random_seed(config.seed)
     availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)
+    privacy = resolve_privacy(config, len(data.population))
+    sampling_rate = config.clients_per_round / len(data.population)
+    if privacy is not None:
+        ratio = noise_to_signal(privacy.noise_multiplier, config.clients_per_round, build_beat_classifier(seed=config.seed).count_params())
+        if ratio > 1:
+            print(
+                f"warning: DP noise on the mean update is ~{ratio:.1f}x the largest possible signal (z={privacy.noise_multiplier:.2f}, "
+                f"{config.clients_per_round} clients per round): the model will barely learn; use more clients per round",
+                file=sys.stderr,
+            )
     totals = {"applied": 0, "abandoned": 0, "invited": 0, "reported": 0, "dropped": 0, "late": 0, "surplus": 0}
 
     with LocalTffRuntime(workers=config.workers, remote=config.worker_addresses, log_path=out / "tff_worker.log") as runtime:
-        process = build_process(config, loss_weights, data.train)
+        process = build_process(config, loss_weights, data.train, privacy)
         state = process.initialize()
         # Built after the process: tracing model_fn in TFF's graph invalidates earlier Keras models.
         keras_model = build_beat_classifier(seed=config.seed)
@@ -192,6 +233,11 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                     output = process.next(state, round_data(config, data.train, data.population, plan.reporters, round_index))
                     state = output.state
                     record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
+                if privacy is not None:
+                    record["epsilon"] = dp_epsilon(
+                        noise_multiplier=privacy.noise_multiplier, sampling_rate=sampling_rate, rounds=totals["applied"], delta=privacy.target_delta,
+                    )
+                    record["clip"] = _clip_measurement(output.metrics) if not plan.abandoned else None
                 if round_index % config.eval_every == 0 or round_index == config.rounds:
                     process.get_model_weights(state).assign_weights_to(keras_model)
                     evaluation = evaluate(keras_model, data.test, loss_weights)
@@ -229,6 +275,8 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         "class_weights": loss_weights.tolist(),
         "test": evaluation,
         "model_sha256": model_sha256(keras_model.get_weights()),
+        "secure_aggregation": config.secure_aggregation,
+        "privacy": _privacy_summary(privacy, sampling_rate, totals["applied"], out / "metrics.jsonl"),
         "parameters": int(keras_model.count_params()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -256,3 +304,33 @@ def _replay_totals(path: Path, totals: dict) -> dict:
     for line in path.read_text().splitlines() if path.is_file() else []:
         _count_round(totals, json.loads(line))
     return totals
+
+
+def _clip_measurement(metrics) -> float | None:
+    """The DP clip norm used this round (adaptive clipping moves it), from the aggregator's measurements."""
+    found = [v for path, v in _leaves(metrics) if path.endswith("clip")]
+    return float(found[0]) if found else None
+
+
+def _leaves(tree, prefix: str = ""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}/{key}")
+    elif not isinstance(tree, (tuple, list)):
+        yield prefix, tree
+
+
+def _privacy_summary(privacy: PrivacyConfig | None, sampling_rate: float, rounds: int, metrics_path: Path) -> dict | None:
+    if privacy is None:
+        return None
+    clips = [r["clip"] for r in map(json.loads, metrics_path.read_text().splitlines()) if r.get("clip") is not None]
+    return {
+        "epsilon": dp_epsilon(noise_multiplier=privacy.noise_multiplier, sampling_rate=sampling_rate, rounds=rounds, delta=privacy.target_delta),
+        "delta": privacy.target_delta,
+        "noise_multiplier": privacy.noise_multiplier,
+        "sampling_rate": sampling_rate,
+        "rounds": rounds,
+        "accountant": ACCOUNTANT,
+        "clip": privacy.clip if privacy.clip != "adaptive" else {"mode": "adaptive", "last": clips[-1] if clips else None},
+        "unit": "patient (one watch per DS1 patient)",
+    }

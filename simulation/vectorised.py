@@ -132,8 +132,12 @@ def build_shard_client_work(
 def build_vectorised_process(
     *, initial_weights: list[np.ndarray], names: list[str], loss_weights: np.ndarray, client_learning_rate: float,
     server_optimizer: tff.learning.optimizers.Optimizer, proximal_strength: float = 0.0, codec: str | None = None, window: int,
+    aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
 ) -> tff.learning.templates.LearningProcess:
-    """FedAvg / FedProx / FedAdam (by ``server_optimizer`` and ``proximal_strength``) over shards."""
+    """FedAvg / FedProx / FedAdam (by ``server_optimizer`` and ``proximal_strength``) over shards.
+
+    ``aggregator`` replaces the float64 weighted mean (DP, secure aggregation: shards of one watch).
+    """
 
     @tff.tensorflow.computation
     def initial_model_weights():
@@ -148,7 +152,7 @@ def build_vectorised_process(
         initial_model_weights,
         tff.learning.templates.build_broadcast_process(weights_type),
         client_work,
-        Float64MeanFactory().create(weights_type.trainable, tff.TensorType(np.float32)),
+        (aggregator or Float64MeanFactory()).create(weights_type.trainable, tff.TensorType(np.float32)),
         tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type),
     )
 
