@@ -90,6 +90,8 @@ class SimulationConfig:
                 raise ValueError(f"dp_clip must be 'adaptive' or a positive L2 norm, got {self.dp_clip!r}") from None
         if self.dp_noise_multiplier is not None and self.dp_target_epsilon is not None:
             raise ValueError("give dp_noise_multiplier or dp_target_epsilon, not both")
+        if self.secure_aggregation and (self.workers > 1 or self.worker_addresses):
+            raise ValueError("secure aggregation runs on one TFF worker (the simulated protocol is compiled for a single context)")
         if self.differential_privacy:
             if self.partition != "patient":
                 raise ValueError(f"differential privacy needs partition 'patient' (one watch per patient, the privacy unit), got {self.partition!r}")

@@ -71,7 +71,12 @@ def private_aggregator(privacy: PrivacyConfig, clients_per_round: int) -> tff.ag
     """
     expected = float(clients_per_round)
     if privacy.clip == "adaptive":
-        factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(privacy.noise_multiplier, expected)
+        # TFF splits z between the update and the clipped-count estimate and needs the count's
+        # noise above z / 2; its default 0.05 K is too little for small cohorts.
+        count_stddev = max(0.05 * expected, privacy.noise_multiplier)
+        factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+            privacy.noise_multiplier, expected, clipped_count_stddev=count_stddev
+        )
     elif privacy.secure_aggregation:
         clip = float(privacy.clip)
         query = tfp.NormalizedQuery(tfp.GaussianSumQuery(l2_norm_clip=clip, stddev=clip * privacy.noise_multiplier), denominator=expected)

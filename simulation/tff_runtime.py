@@ -22,6 +22,7 @@ from types import FrameType
 import grpc
 import portpicker
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.backends.test.compiler import replace_secure_intrinsics_with_bodies
 
 from simulation.worker_address import parse_worker_address
 
@@ -47,11 +48,16 @@ def _executor_fn(stub: tff.framework.RemoteExecutorGrpcStub):
     return tff.framework.ResourceManagingExecutorFactory(executor_fn)
 
 
+def _compile(comp):
+    """TFF's test-context compilation: secure sums become plain sums (the simulated protocol), then native."""
+    return tff.backends.native.desugar_and_transform_to_native(replace_secure_intrinsics_with_bodies(comp))
+
+
 def _context(stub: tff.framework.RemoteExecutorGrpcStub, *, asynchronous: bool):
     kind = tff.framework.AsyncExecutionContext if asynchronous else tff.framework.SyncExecutionContext
     return kind(
         executor_fn=_executor_fn(stub),
-        compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+        compiler_fn=_compile,
         transform_args=tff.tensorflow.transform_args,
         transform_result=tff.tensorflow.transform_result,
     )

@@ -81,7 +81,7 @@ def build_shard_client_work(
                 learning_rate=learning_rate, proximal_strength=proximal_strength,
             )
             k = tf.shape(examples)[0]
-            flat = tf.concat([tf.reshape(w0 - w, [k, -1]) for w0, w in zip(start, trained)], axis=1)
+            flat = tf.concat([tf.reshape(w0 - w, [k, int(np.prod(w0.shape[1:]))]) for w0, w in zip(start, trained)], axis=1)
             finite = tf.reduce_all(tf.math.is_finite(flat), axis=1)
             flat = tf.where(finite[:, None], flat, 0.0)
             weight = tf.where(finite, examples, 0.0)
