@@ -32,7 +32,7 @@ from simulation.runner import run_simulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATIENTS_PER_ROUND = 11
-EFFECTIVE_NOISE = (0.0, 0.05, 0.1, 0.2, 0.4)
+EFFECTIVE_NOISE = (0.0, 0.001, 0.05, 0.1, 0.2, 0.4)  # 0.001: clipping alone, noise negligible
 TARGET_EPSILONS = (1.0, 3.0, 8.0)
 DEPLOYMENT_SAMPLING_RATE = 0.01  # 1 % of enrolled patients report in a round
 DELTA = 1e-6

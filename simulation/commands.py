@@ -93,6 +93,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"{rounds['reported']} reports, {rounds['dropped']} dropouts, {rounds['late']} late of {rounds['invited']} invitations"
     )
     print(f"test patients (DS2), never seen in training:\n{format_report(summary['test'])}")
+    if summary["privacy"]:
+        p = summary["privacy"]
+        print(f"privacy: ({p['epsilon']:.2f}, {p['delta']:g})-DP per patient after {p['rounds']} rounds, z={p['noise_multiplier']:.3f}, q={p['sampling_rate']:.3g}")
     print(f"model_sha256 {summary['model_sha256']}  ->  {config.out}")
     return 0
 
