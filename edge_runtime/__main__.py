@@ -1,4 +1,4 @@
-"""`python -m edge_runtime {infer,train,selftest}`: the device side, numpy + tflite-runtime only.
+"""`python -m edge_runtime {infer,train,join,selftest}`: the device side, numpy + tflite-runtime (+ grpcio to join).
 
 Bad input ends in one line on stderr and exit code 2.
 """
@@ -114,14 +114,21 @@ def run_selftest(args: argparse.Namespace) -> dict:
     trained = model.get_weights()
     model.set_weights(start)
     roundtrip = bool(np.array_equal(model.get_weights(), start)) and not np.array_equal(trained, start)
+    per_epoch = len(losses) // args.epochs
     return {
         "tensorflow_imported": any(name.split(".")[0] in ("tensorflow", "keras") for name in sys.modules),
         "steps": len(losses),
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
+        "loss_first": float(np.mean(losses[:per_epoch])),  # epoch means: single batches are too noisy to compare
+        "loss_last": float(np.mean(losses[-per_epoch:])),
         "weights_roundtrip_exact": roundtrip,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def run_join(args: argparse.Namespace) -> dict:
+    from edge_runtime.join import main_join  # grpcio is needed for this command only
+
+    return main_join(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--state-dir", default="fedbeat_state", help="local weights and error-feedback residual persist here")
     train.add_argument("--out", required=True, help="payload file to write")
     train.set_defaults(handler=run_train)
+    join = commands.add_parser("join", help="take part in federated rounds of a `fedbeat serve` coordinator (needs grpcio)")
+    join.add_argument("--server", required=True, metavar="HOST:PORT")
+    join.add_argument("--token", required=True, help="this device's token, issued by the coordinator's operator")
+    join.add_argument("--data", required=True, help=".npz of labelled beats (beat, log_rr, label) or a strip (signal, fs, r_samples, labels)")
+    join.add_argument("--tls-ca", help="PEM certificate(s) to verify the coordinator with (TLS); plaintext without it")
+    join.add_argument("--state-dir", help="where the downloaded model is kept (default: a temporary directory)")
+    join.add_argument("--max-rounds", type=int, help="stop after this many uploads (default: until the coordinator is done)")
+    join.set_defaults(handler=run_join)
     selftest = commands.add_parser("selftest", help="train a few steps on built-in sample beats")
     selftest.add_argument("--model", required=True, help="model_train.tflite")
     selftest.add_argument("--epochs", type=int, default=2)
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (DeviceInputError, PayloadError, OSError, ValueError) as error:
+    except (DeviceInputError, PayloadError, OSError, ValueError, RuntimeError) as error:
         print(f"edge_runtime: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result))

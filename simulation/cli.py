@@ -15,6 +15,7 @@ from datasets.cli import add_data_commands
 from datasets.records import RecordFormatError
 from simulation.commands import add_bench_command, add_export_command, add_simulate_command
 from simulation.config import ConfigError
+from simulation.coordinator.command import add_serve_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_command(commands)
     add_export_command(commands)
     add_bench_command(commands)
+    add_serve_command(commands)
     return parser
 
 

@@ -1,0 +1,140 @@
+"""`python -m edge_runtime join`: a device taking part in federated rounds (numpy, tflite-runtime, grpcio).
+
+Loop: check in; when given a task, fetch the model if newer (architecture once, weights per
+version, each verified by SHA-256), train locally on the device's own beats, compress, upload.
+Transient network failures (coordinator restarting, link down) are retried with exponential
+backoff; a rejection is logged and the device moves on to the next round.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
+from edge_runtime.codecs import encode
+from edge_runtime.interpreter import TrainableModel
+from edge_runtime.local_training import LocalTrainingConfig, train_locally
+from edge_runtime.payload import Payload, pack
+from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInReply, CheckInRequest, DownloadRequest, Message, UploadRequest
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL}
+
+
+class JoinError(RuntimeError):
+    """The coordinator refused this device (bad token) or sent something that fails verification."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalData:
+    """The device's labelled beats: beat float32[n, window, 1], log_rr float32[n, 8], label int32[n]."""
+
+    beat: np.ndarray
+    log_rr: np.ndarray
+    label: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path, spec: BeatSpec = BeatSpec()) -> "LocalData":
+        """Either cut beats (beat, log_rr, label) or a raw strip (signal, fs, r_samples, labels)."""
+        with np.load(path) as data:
+            if {"beat", "log_rr", "label"} <= set(data.files):
+                return cls(data["beat"].astype(np.float32), data["log_rr"].astype(np.float32), data["label"].astype(np.int32))
+            missing = {"signal", "fs", "r_samples", "labels"} - set(data.files)
+            if missing:
+                raise JoinError(f"{path}: need beat/log_rr/label or signal/fs/r_samples/labels, missing {', '.join(sorted(missing))}")
+            windows, rr, keep = cut_beats(data["signal"], float(data["fs"]), data["r_samples"], spec)
+            return cls(windows[..., None].astype(np.float32), rr_model_input(rr), np.asarray(data["labels"], np.int32)[keep])
+
+
+class CoordinatorClient:
+    """Unary calls with raw-bytes (de)serialisation and retry with exponential backoff."""
+
+    def __init__(self, server: str, *, tls_ca: Path | None = None, max_retries: int = 8, timeout_s: float = 30.0):
+        if tls_ca is not None:
+            self.channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()))
+        else:
+            self.channel = grpc.insecure_channel(server)
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self._calls = {name: self.channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+
+    def call(self, method: str, request: Message) -> Message:
+        reply_type = METHODS[method][1]
+        delay = 0.2
+        for attempt in range(self.max_retries + 1):
+            try:
+                return reply_type.from_bytes(self._calls[method](request.to_bytes(), timeout=self.timeout_s))
+            except grpc.RpcError as error:
+                code = error.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise JoinError(f"coordinator refused this device: {error.details()}") from error
+                if code not in _TRANSIENT or attempt == self.max_retries:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _verified(data: bytes, sha256: str, what: str) -> bytes:
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise JoinError(f"{what} does not match its announced SHA-256 {sha256[:16]}...: refusing it")
+    return data
+
+
+def join(server: str, token: str, data: LocalData, *, tls_ca: Path | None = None, state_dir: Path | None = None, max_rounds: int | None = None, log=print) -> dict:
+    """Take part until the coordinator says done (or ``max_rounds`` uploads); returns counts."""
+    client = CoordinatorClient(server, tls_ca=tls_ca)
+    state = Path(state_dir or tempfile.mkdtemp(prefix="fedbeat-device-"))
+    state.mkdir(parents=True, exist_ok=True)
+    model: TrainableModel | None = None
+    version, weights = "", np.zeros(0, np.float32)
+    counts = {"uploaded": 0, "accepted": 0, "rejected": 0}
+    try:
+        while max_rounds is None or counts["uploaded"] < max_rounds:
+            reply: CheckInReply = client.call("CheckIn", CheckInRequest(token=token, model_version=version))
+            if reply.status == DONE:
+                break
+            if reply.status != TASK:
+                time.sleep(max(reply.retry_after_s, 0.05))
+                continue
+            if reply.model_version != version or model is None:
+                download = client.call("Download", DownloadRequest(token=token, model_version=reply.model_version, include_tflite=model is None))
+                if model is None:
+                    path = state / "model_train.tflite"
+                    path.write_bytes(_verified(download.tflite, reply.tflite_sha256, "model_train.tflite"))
+                    model = TrainableModel(path)
+                weights = np.frombuffer(_verified(download.weights, reply.weights_sha256, "weights"), np.float32).copy()
+                version = reply.model_version
+            manifest = json.loads(reply.manifest_json)
+            config = LocalTrainingConfig(epochs=reply.epochs, batch_size=reply.batch_size, learning_rate=reply.learning_rate, seed=reply.seed % 2**32)
+            update, losses = train_locally(
+                model, weights, beat=data.beat, log_rr=data.log_rr, label=data.label,
+                class_weights=np.array(manifest["class_weights"], np.float32), config=config,
+            )
+            body = encode(reply.codec, update, reply.seed)
+            payload = pack(Payload(reply.codec, reply.round, version, manifest["layout_hash"], reply.seed, update.size, body))
+            result = client.call("Upload", UploadRequest(token=token, payload=payload, examples=int(data.label.size * config.epochs)))
+            counts["uploaded"] += 1
+            counts["accepted" if result.accepted else "rejected"] += 1
+            log(json.dumps({"round": reply.round, "loss_first": losses[0], "loss_last": losses[-1], "bytes": len(payload), "accepted": result.accepted, "reason": result.reason}))
+    finally:
+        client.close()
+    return counts
+
+
+def main_join(args) -> dict:
+    data = LocalData.load(Path(args.data))
+    return join(
+        args.server, args.token, data, tls_ca=Path(args.tls_ca) if args.tls_ca else None, state_dir=Path(args.state_dir) if args.state_dir else None,
+        max_rounds=args.max_rounds, log=lambda line: print(line, file=sys.stderr, flush=True),
+    )

@@ -1,0 +1,182 @@
+"""The coordinator protocol's messages (``coordinator.proto``) in protobuf wire format, by hand.
+
+A watch has grpcio but no protobuf runtime, so the few message types are encoded here:
+each dataclass lists ``(field number, kind)`` per attribute, where kind is one of
+``string``, ``bytes``, ``uint`` (varint), ``bool`` or ``double`` (fixed64). Unknown fields
+are skipped, as protobuf does, so old devices keep working when fields are added.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import ClassVar, TypeVar
+
+SERVICE = "fedbeat.Coordinator"
+WAIT, TASK, DONE = 0, 1, 2
+
+_VARINT, _FIXED64, _LENGTH = 0, 1, 2
+_WIRE_TYPE = {"uint": _VARINT, "bool": _VARINT, "double": _FIXED64, "string": _LENGTH, "bytes": _LENGTH}
+_DEFAULT = {"uint": 0, "bool": False, "double": 0.0, "string": "", "bytes": b""}
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a valid message of the expected type."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ProtocolError("truncated or overlong varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    FIELDS: ClassVar[dict[str, tuple[int, str]]] = {}
+
+    def to_bytes(self) -> bytes:
+        out = bytearray()
+        for name, (number, kind) in self.FIELDS.items():
+            value = getattr(self, name)
+            if value == _DEFAULT[kind]:
+                continue  # proto3: defaults are not written
+            out += _varint(number << 3 | _WIRE_TYPE[kind])
+            if kind in ("uint", "bool"):
+                out += _varint(int(value))
+            elif kind == "double":
+                out += struct.pack("<d", value)
+            else:
+                raw = value.encode() if kind == "string" else bytes(value)
+                out += _varint(len(raw)) + raw
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls: type[M], data: bytes) -> M:
+        by_number = {number: (name, kind) for name, (number, kind) in cls.FIELDS.items()}
+        values: dict = {}
+        pos = 0
+        while pos < len(data):
+            key, pos = _read_varint(data, pos)
+            number, wire = key >> 3, key & 7
+            if wire == _VARINT:
+                raw, pos = _read_varint(data, pos)
+            elif wire == _FIXED64:
+                if pos + 8 > len(data):
+                    raise ProtocolError("truncated fixed64 field")
+                raw, pos = data[pos : pos + 8], pos + 8
+            elif wire == _LENGTH:
+                size, pos = _read_varint(data, pos)
+                if pos + size > len(data):
+                    raise ProtocolError(f"field {number} declares {size} bytes, {len(data) - pos} left")
+                raw, pos = data[pos : pos + size], pos + size
+            elif wire == 5:
+                raw, pos = data[pos : pos + 4], pos + 4
+            else:
+                raise ProtocolError(f"unsupported wire type {wire}")
+            if number not in by_number:
+                continue
+            name, kind = by_number[number]
+            if _WIRE_TYPE[kind] != wire:
+                raise ProtocolError(f"field {name} has wire type {wire}, expected {_WIRE_TYPE[kind]}")
+            if kind == "uint":
+                values[name] = raw
+            elif kind == "bool":
+                values[name] = bool(raw)
+            elif kind == "double":
+                values[name] = struct.unpack("<d", raw)[0]
+            elif kind == "string":
+                try:
+                    values[name] = raw.decode()
+                except UnicodeDecodeError as error:
+                    raise ProtocolError(f"field {name} is not UTF-8") from error
+            else:
+                values[name] = bytes(raw)
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckInRequest(Message):
+    token: str = ""
+    model_version: str = ""
+    FIELDS: ClassVar = {"token": (1, "string"), "model_version": (2, "string")}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckInReply(Message):
+    status: int = WAIT
+    round: int = 0
+    model_version: str = ""
+    weights_sha256: str = ""
+    tflite_sha256: str = ""
+    codec: str = ""
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    retry_after_s: float = 0.0
+    deadline_s: float = 0.0
+    seed: int = 0
+    manifest_json: str = ""
+    FIELDS: ClassVar = {
+        "status": (1, "uint"), "round": (2, "uint"), "model_version": (3, "string"), "weights_sha256": (4, "string"),
+        "tflite_sha256": (5, "string"), "codec": (6, "string"), "epochs": (7, "uint"), "batch_size": (8, "uint"),
+        "learning_rate": (9, "double"), "retry_after_s": (10, "double"), "deadline_s": (11, "double"), "seed": (12, "uint"),
+        "manifest_json": (13, "string"),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadRequest(Message):
+    token: str = ""
+    model_version: str = ""
+    include_tflite: bool = False
+    FIELDS: ClassVar = {"token": (1, "string"), "model_version": (2, "string"), "include_tflite": (3, "bool")}
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadReply(Message):
+    model_version: str = ""
+    weights: bytes = b""
+    tflite: bytes = b""
+    FIELDS: ClassVar = {"model_version": (1, "string"), "weights": (2, "bytes"), "tflite": (3, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadRequest(Message):
+    token: str = ""
+    payload: bytes = b""
+    examples: int = 0
+    FIELDS: ClassVar = {"token": (1, "string"), "payload": (2, "bytes"), "examples": (3, "uint")}
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadReply(Message):
+    accepted: bool = False
+    reason: str = ""
+    FIELDS: ClassVar = {"accepted": (1, "bool"), "reason": (2, "string")}
+
+
+METHODS: dict[str, tuple[type[Message], type[Message]]] = {
+    "CheckIn": (CheckInRequest, CheckInReply),
+    "Download": (DownloadRequest, DownloadReply),
+    "Upload": (UploadRequest, UploadReply),
+}

@@ -1,0 +1,94 @@
+"""`fedbeat serve` configuration: one frozen dataclass loaded from TOML."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from edge_runtime.codecs import CODECS
+from simulation.availability import AvailabilityConfig
+from simulation.config import DATASETS, ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorConfig:
+    """Network, security, round policy and the device training recipe.
+
+    tokens: accepted device tokens (or ``tokens_file``, one per line); ``revoked`` ones are
+    refused like unknown ones. tls_cert/tls_key (PEM) switch the port to TLS.
+    """
+
+    address: str = "127.0.0.1:50051"
+    state_dir: str = "runs/coordinator"
+    tokens: tuple[str, ...] = ()
+    tokens_file: str | None = None
+    revoked: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    rounds: int = 10
+    clients_per_round: int = 8
+    overselect: float = 1.3
+    min_reports_fraction: float = 0.5
+    deadline_s: float = 60.0
+    codec: str = "rotated1bit"
+    max_payload_bytes: int = 256 * 1024
+    max_update_norm: float = 100.0
+    max_examples: int = 10_000
+    server_learning_rate: float = 1.0
+    local_epochs: int = 3
+    batch_size: int = 32
+    client_learning_rate: float = 0.2
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    seed: int = 0
+    export_tflite: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "revoked", tuple(self.revoked))
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if not self.tokens and self.tokens_file is None:
+            raise ValueError("no device tokens: set tokens = [...] or tokens_file")
+        self.availability()
+
+    def availability(self) -> AvailabilityConfig:
+        """The simulation's over-selection and minimum-report policy, reused as is."""
+        return AvailabilityConfig(
+            clients_per_round=self.clients_per_round, overselect=self.overselect, min_reports_fraction=self.min_reports_fraction,
+            dropout=0.0, deadline_s=self.deadline_s,
+        )
+
+    def device_tokens(self) -> frozenset[str]:
+        tokens = set(self.tokens)
+        if self.tokens_file is not None:
+            try:
+                tokens |= {line.strip() for line in Path(self.tokens_file).read_text().splitlines() if line.strip()}
+            except OSError as error:
+                raise ConfigError(f"{self.tokens_file}: cannot read tokens ({error})") from error
+        return frozenset(tokens - set(self.revoked))
+
+
+def load_coordinator_config(path: Path) -> CoordinatorConfig:
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config ({error})") from error
+    known = {f.name for f in dataclasses.fields(CoordinatorConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}")
+    try:
+        return CoordinatorConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: {error}") from error

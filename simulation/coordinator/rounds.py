@@ -1,0 +1,238 @@
+"""The coordinator's round logic, independent of the network layer.
+
+A round: devices check in and the first ceil(overselect x K) get the task (over-selection
+covers devices that vanish); updates are validated exactly as the codec decoder does
+(framing, CRC, layout hash, finite, norm bound) plus round, model version, selection and
+one-update-per-device checks; the round closes at K accepted updates, or at the deadline
+with at least the minimum, else it is abandoned. Closing takes the example-weighted mean
+of the decoded updates, applies it with the server learning rate, publishes the next model
+version, evaluates it on the held-out patients and exports TFLite for devices.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datasets.loading import load_split
+from edge_runtime.manifest import layout_hash
+from edge_runtime.payload import PayloadError, decode_update
+from edge_runtime.protocol import DONE, TASK, WAIT, CheckInReply, DownloadReply, UploadReply
+from models.beat_classifier import build_beat_classifier, class_weights
+from models.edge_trainable import convert_trainable, weight_layout
+from simulation.config import SimulationConfig
+from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.store import CoordinatorStore
+from simulation.runner import data_directory, evaluate, model_inputs
+
+log = logging.getLogger("fedbeat.coordinator")
+
+
+class Unauthenticated(Exception):
+    """Unknown or revoked device token."""
+
+
+def model_version(weights: np.ndarray) -> str:
+    return hashlib.sha256(weights.astype("<f4").tobytes()).hexdigest()[:16]
+
+
+class Coordinator:
+    """Thread-safe round state machine over a ``CoordinatorStore``."""
+
+    def __init__(self, config: CoordinatorConfig):
+        self.config = config
+        self.out = Path(config.state_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store = CoordinatorStore(self.out / "coordinator.sqlite")
+        self._tokens = config.device_tokens()
+        self._lock = threading.RLock()
+        self._policy = config.availability()
+        self._exports = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        directory = data_directory(SimulationConfig(dataset=config.dataset, data_dir=config.data_dir, seed=config.seed))
+        train = load_split(directory, "DS1", progress=False)
+        self.test = load_split(directory, "DS2", progress=False)
+        self.loss_weights = class_weights(train.labels)
+        self._calibration = model_inputs(train, slice(0, 2000))
+        self.keras = build_beat_classifier(seed=config.seed)
+        self.shapes = [w.shape for w in self.keras.get_weights()]
+        layout = weight_layout(self.keras)
+        self.manifest = {
+            "layout_hash": layout_hash(layout), "class_weights": [float(w) for w in self.loss_weights],
+            "parameters": int(sum(int(np.prod(s)) for s in self.shapes)),
+        }
+        self.tflite = self._trainable_tflite()
+        self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
+        self._resume_or_start()
+
+    # -- setup -------------------------------------------------------------------------
+    def _trainable_tflite(self) -> bytes:
+        path = self.out / "model_train.tflite"
+        if not path.is_file():
+            with tempfile.TemporaryDirectory() as saved_model:
+                path.write_bytes(convert_trainable(self.keras, saved_model))
+        return path.read_bytes()
+
+    def _resume_or_start(self) -> None:
+        latest = self.store.latest_model()
+        if latest is None:  # a fresh federation: the seeded model, evaluated as round 0
+            weights = np.concatenate([w.ravel() for w in self.keras.get_weights()]).astype(np.float32)
+            self.store.add_model(model_version(weights), 0, weights)
+            evaluation = self._evaluate(weights)
+            with open(self.out / "metrics.jsonl", "a") as metrics:
+                metrics.write(json.dumps({"round": 0, "model_version": model_version(weights), "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}) + "\n")
+        current = self.store.current_round()
+        if current is not None:  # restarted mid-round: keep its selections and accepted updates
+            self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
+            log.info("resumed round %d with %d accepted updates", current[0], len(self.store.updates(current[0])[0]))
+        elif self.store.last_round() < self.config.rounds:
+            self._open(self.store.last_round() + 1)
+
+    def _open(self, round_index: int) -> None:
+        version, _ = self.store.latest_model()
+        self.store.open_round(round_index, version, time.time() + self.config.deadline_s)
+        self._round_started = time.time()
+
+    # -- device calls ------------------------------------------------------------------
+    def authenticate(self, token: str) -> None:
+        if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self._tokens):
+            raise Unauthenticated("unknown or revoked device token")
+
+    @property
+    def finished(self) -> bool:
+        return self.store.current_round() is None and self.store.last_round() >= self.config.rounds
+
+    def check_in(self, token: str) -> CheckInReply:
+        self.authenticate(token)
+        with self._lock:
+            current = self.store.current_round()
+            if current is None:
+                return CheckInReply(status=DONE) if self.finished else CheckInReply(status=WAIT, retry_after_s=0.5)
+            round_index, version, deadline = current
+            selected = self.store.selected(round_index)
+            reported = set(self.store.updates(round_index)[0])
+            if token in reported or (token not in selected and len(selected) >= self._policy.invited):
+                return CheckInReply(status=WAIT, retry_after_s=0.5)
+            self.store.select(round_index, token)
+            return CheckInReply(
+                status=TASK, round=round_index, model_version=version, weights_sha256=hashlib.sha256(self.store.model(version).astype("<f4").tobytes()).hexdigest(),
+                tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
+                learning_rate=self.config.client_learning_rate, deadline_s=max(0.0, deadline - time.time()),
+                seed=self._seed(round_index, token), manifest_json=json.dumps(self.manifest),
+            )
+
+    def download(self, token: str, version: str, include_tflite: bool) -> DownloadReply:
+        self.authenticate(token)
+        weights = self.store.model(version)
+        if weights is None:
+            raise KeyError(f"no model version {version!r}")
+        return DownloadReply(model_version=version, weights=weights.astype("<f4").tobytes(), tflite=self.tflite if include_tflite else b"")
+
+    def upload(self, token: str, payload: bytes, examples: int) -> UploadReply:
+        self.authenticate(token)
+        with self._lock:
+            current = self.store.current_round()
+            round_index = current[0] if current else self.store.last_round()
+            reason = self._rejection(token, payload, examples, current)
+            if reason is not None:
+                self.store.reject(round_index, token, reason)
+                log.warning("round %d: rejected update from %s: %s", round_index, token[:8], reason)
+                return UploadReply(accepted=False, reason=reason)
+            return UploadReply(accepted=True)
+
+    def _rejection(self, token: str, payload: bytes, examples: int, current) -> str | None:
+        """Why the payload is refused, or None after storing it (weight: examples, capped)."""
+        if len(payload) > self.config.max_payload_bytes:
+            return f"oversized payload: {len(payload)} bytes > limit {self.config.max_payload_bytes}"
+        try:
+            header, update = decode_update(payload, layout_hash=self.manifest["layout_hash"], length=self.manifest["parameters"], max_norm=self.config.max_update_norm)
+        except PayloadError as error:
+            return f"invalid payload: {error}"
+        if current is None:
+            return f"late: round {header.round_id} is closed"
+        round_index, version, _ = current
+        if header.round_id != round_index:
+            return f"stale round: payload for round {header.round_id}, current round is {round_index}"
+        if header.model_version != version:
+            return f"stale model: payload trained on {header.model_version}, round {round_index} serves {version}"
+        if token not in self.store.selected(round_index):
+            return f"not selected for round {round_index}"
+        if header.seed != self._seed(round_index, token):
+            return "replayed payload: codec seed is not this device's for this round"
+        weight = float(min(max(examples, 1), self.config.max_examples))
+        if not self.store.add_update(round_index, token, weight, update):
+            return f"duplicate: this device already reported in round {round_index}"
+        if len(self.store.updates(round_index)[0]) >= self.config.clients_per_round:
+            self._close(round_index, abandoned=False)
+        return None
+
+    def _seed(self, round_index: int, token: str) -> int:
+        digest = hashlib.sha256(f"{self.config.seed}:{round_index}:{token}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
+    # -- round closing -----------------------------------------------------------------
+    def tick(self) -> None:
+        """Close or abandon the open round once its deadline has passed."""
+        with self._lock:
+            current = self.store.current_round()
+            if current is None or time.time() < current[2]:
+                return
+            accepted = len(self.store.updates(current[0])[0])
+            self._close(current[0], abandoned=accepted < self._policy.min_reports)
+
+    def _close(self, round_index: int, *, abandoned: bool) -> None:
+        started = getattr(self, "_round_started", time.time())
+        tokens, weights, updates = self.store.updates(round_index)
+        version, global_weights = self.store.latest_model()
+        selected = self.store.selected(round_index)
+        rejections = self.store.rejections(round_index)
+        record = {
+            "round": round_index, "invited": len(selected), "reported": len(tokens), "dropped": len(selected - set(tokens)),
+            "rejected": len(rejections), "late": sum(r[2].startswith("late") for r in rejections), "abandoned": abandoned,
+        }
+        if not abandoned:
+            mean = (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
+            new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
+            version = model_version(new)
+            self.store.add_model(version, round_index, new)
+            evaluation = self._evaluate(new)
+            record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
+            if self.config.export_tflite:
+                self._exports.submit(self._export, version, new)
+        record.update(model_version=version, seconds=round(time.time() - started, 3))
+        self.store.close_round(round_index, "abandoned" if abandoned else "closed", {"selected": len(selected), "reported": len(tokens), "rejected": len(rejections), "late": record["late"]})
+        with open(self.out / "metrics.jsonl", "a") as metrics:
+            metrics.write(json.dumps(record) + "\n")
+        log.info(
+            "round %d: selected %d, reported %d, dropped %d, late %d, rejected %d, %.1f s%s", round_index, record["invited"], record["reported"],
+            record["dropped"], record["late"], record["rejected"], record["seconds"], " (abandoned)" if abandoned else f", test loss {record['eval']['loss']:.4f}",
+        )
+        if round_index < self.config.rounds:
+            self._open(round_index + 1)
+
+    def _unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        return [part.reshape(shape) for part, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), self.shapes)]
+
+    def _evaluate(self, weights: np.ndarray) -> dict:
+        self.keras.set_weights(self._unflatten(weights))
+        return evaluate(self.keras, self.test, self.loss_weights)
+
+    def _export(self, version: str, weights: np.ndarray) -> None:
+        from models.export import export_for_devices  # TF conversion: off the request path
+
+        model = build_beat_classifier(seed=self.config.seed)
+        model.set_weights(self._unflatten(weights))
+        beat, log_rr = self._calibration
+        export_for_devices(model, self.out / "exports" / version, beats=beat, log_rr=log_rr, class_weights=self.loss_weights)
+
+    def close(self) -> None:
+        self._exports.shutdown(wait=True)
+        self.store.close()

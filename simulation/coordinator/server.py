@@ -1,0 +1,86 @@
+"""`fedbeat serve`: the coordinator on gRPC (TLS optional), raw-bytes methods of ``coordinator.proto``.
+
+Nothing a device sends can take the coordinator down: undecodable messages are
+INVALID_ARGUMENT, bad tokens UNAUTHENTICATED, anything unexpected is logged and answered
+INTERNAL; the round state only changes inside ``Coordinator``.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from edge_runtime.protocol import METHODS, SERVICE, ProtocolError
+from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.rounds import Coordinator, Unauthenticated
+
+log = logging.getLogger("fedbeat.coordinator")
+_MESSAGE_OVERHEAD = 64 * 1024
+
+
+def _handler(coordinator: Coordinator, method: str):
+    request_type, _ = METHODS[method]
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            request = request_type.from_bytes(raw)
+            if method == "CheckIn":
+                reply = coordinator.check_in(request.token)
+            elif method == "Download":
+                reply = coordinator.download(request.token, request.model_version, request.include_tflite)
+            else:
+                reply = coordinator.upload(request.token, request.payload, request.examples)
+            return reply.to_bytes()
+        except Unauthenticated as error:
+            log.warning("%s refused: %s", method, error)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except (ProtocolError, TypeError) as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {error}")
+        except KeyError as error:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except Exception as error:  # noqa: BLE001 - a device must never crash the coordinator
+            log.exception("%s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}")
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[grpc.Server, int]:
+    """Start serving; returns (server, bound port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32),
+        options=[("grpc.max_receive_message_length", 2 * config.max_payload_bytes + _MESSAGE_OVERHEAD)],
+    )
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _handler(coordinator, m) for m in METHODS})])
+    if config.tls_cert:
+        credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(config.address, credentials)
+    else:
+        port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}")
+    server.start()
+    return server, port
+
+
+def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
+    """Run rounds until ``config.rounds`` are closed (then give devices ``grace_s`` to hear DONE)."""
+    coordinator = Coordinator(config)
+    server, port = start_server(coordinator, config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("coordinator listening on %s (port %d, %s), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext", config.state_dir)
+    try:
+        while not stop.is_set() and not coordinator.finished:
+            coordinator.tick()
+            stop.wait(0.2)
+        stop.wait(grace_s if coordinator.finished else 0)
+    finally:
+        server.stop(grace=1).wait()
+        coordinator.close()
+    return {"finished": coordinator.finished, "rounds": coordinator.store.last_round(), "state_dir": config.state_dir}

@@ -1,0 +1,110 @@
+"""Coordinator state in SQLite: a restarted coordinator resumes the open round with its accepted updates.
+
+Every accepted update is committed before the device hears "accepted", so a kill -9 loses
+nothing a device was told was counted. Tables: models (version -> weights), rounds,
+selections (who was given the round's task), updates (decoded, per device and round) and
+rejections (with the logged reason).
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, round INTEGER NOT NULL, weights BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, model_version TEXT NOT NULL, state TEXT NOT NULL, opened REAL NOT NULL, deadline REAL NOT NULL,
+    closed REAL, selected INTEGER DEFAULT 0, reported INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, late INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS selections (round INTEGER NOT NULL, token TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (round, token));
+CREATE TABLE IF NOT EXISTS updates (
+    round INTEGER NOT NULL, token TEXT NOT NULL, weight REAL NOT NULL, update_vector BLOB NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (round, token)
+);
+CREATE TABLE IF NOT EXISTS rejections (round INTEGER NOT NULL, token TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+"""
+
+
+class CoordinatorStore:
+    """Thread-safe access to the coordinator's SQLite file (one connection, one lock)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def add_model(self, version: str, round_index: int, weights: np.ndarray) -> None:
+        self._run("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (version, round_index, weights.astype("<f4").tobytes(), time.time()))
+
+    def model(self, version: str) -> np.ndarray | None:
+        rows = self._run("SELECT weights FROM models WHERE version = ?", (version,))
+        return np.frombuffer(rows[0][0], "<f4").copy() if rows else None
+
+    def latest_model(self) -> tuple[str, np.ndarray] | None:
+        rows = self._run("SELECT version, weights FROM models ORDER BY round DESC, created DESC LIMIT 1")
+        return (rows[0][0], np.frombuffer(rows[0][1], "<f4").copy()) if rows else None
+
+    def open_round(self, round_index: int, model_version: str, deadline: float) -> None:
+        self._run("INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)", (round_index, model_version, time.time(), deadline))
+
+    def current_round(self) -> tuple[int, str, float] | None:
+        """(round, model_version, deadline) of the open round, if any."""
+        rows = self._run("SELECT round, model_version, deadline FROM rounds WHERE state = 'open' ORDER BY round DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def last_round(self) -> int:
+        rows = self._run("SELECT MAX(round) FROM rounds")
+        return int(rows[0][0] or 0)
+
+    def extend_deadline(self, round_index: int, deadline: float) -> None:
+        self._run("UPDATE rounds SET deadline = ? WHERE round = ?", (deadline, round_index))
+
+    def close_round(self, round_index: int, state: str, counts: dict) -> None:
+        self._run(
+            "UPDATE rounds SET state = ?, closed = ?, selected = ?, reported = ?, rejected = ?, late = ? WHERE round = ?",
+            (state, time.time(), counts["selected"], counts["reported"], counts["rejected"], counts["late"], round_index),
+        )
+
+    def select(self, round_index: int, token: str) -> None:
+        self._run("INSERT OR IGNORE INTO selections VALUES (?, ?, ?)", (round_index, token, time.time()))
+
+    def selected(self, round_index: int) -> set[str]:
+        return {row[0] for row in self._run("SELECT token FROM selections WHERE round = ?", (round_index,))}
+
+    def add_update(self, round_index: int, token: str, weight: float, update: np.ndarray) -> bool:
+        """False if this device already has an update in this round (nothing is written)."""
+        try:
+            self._run("INSERT INTO updates VALUES (?, ?, ?, ?, ?)", (round_index, token, weight, update.astype("<f4").tobytes(), time.time()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def updates(self, round_index: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(tokens, weights float64[n], updates float32[n, P]) accepted in the round."""
+        rows = self._run("SELECT token, weight, update_vector FROM updates WHERE round = ? ORDER BY token", (round_index,))
+        if not rows:
+            return [], np.zeros(0), np.zeros((0, 0), np.float32)
+        return [r[0] for r in rows], np.array([r[1] for r in rows]), np.stack([np.frombuffer(r[2], "<f4") for r in rows])
+
+    def reject(self, round_index: int, token: str, reason: str) -> None:
+        self._run("INSERT INTO rejections VALUES (?, ?, ?, ?)", (round_index, token, reason, time.time()))
+
+    def rejections(self, round_index: int | None = None) -> list[tuple[int, str, str]]:
+        if round_index is None:
+            return self._run("SELECT round, token, reason FROM rejections ORDER BY at")
+        return self._run("SELECT round, token, reason FROM rejections WHERE round = ? ORDER BY at", (round_index,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
