@@ -56,7 +56,7 @@ class LocalData:
 class CoordinatorClient:
     """Unary calls with raw-bytes (de)serialisation and retry with exponential backoff."""
 
-    def __init__(self, server: str, *, tls_ca: Path | None = None, max_retries: int = 8, timeout_s: float = 30.0):
+    def __init__(self, server: str, *, tls_ca: Path | None = None, max_retries: int = 30, timeout_s: float = 30.0):
         if tls_ca is not None:
             self.channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()))
         else:

@@ -158,6 +158,8 @@ class Coordinator:
         if current is None:
             return f"late: round {header.round_id} is closed"
         round_index, version, _ = current
+        if header.round_id == round_index - 1:
+            return f"late: round {header.round_id} closed before this update arrived"
         if header.round_id != round_index:
             return f"stale round: payload for round {header.round_id}, current round is {round_index}"
         if header.model_version != version:
@@ -196,6 +198,7 @@ class Coordinator:
         record = {
             "round": round_index, "invited": len(selected), "reported": len(tokens), "dropped": len(selected - set(tokens)),
             "rejected": len(rejections), "late": sum(r[2].startswith("late") for r in rejections), "abandoned": abandoned,
+            "rejections": sorted({r[2].split(":")[0] for r in rejections}),
         }
         if not abandoned:
             mean = (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()

@@ -80,7 +80,8 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
             coordinator.tick()
             stop.wait(0.2)
         stop.wait(grace_s if coordinator.finished else 0)
+        result = {"finished": coordinator.finished, "rounds": coordinator.store.last_round(), "state_dir": config.state_dir}
     finally:
         server.stop(grace=1).wait()
         coordinator.close()
-    return {"finished": coordinator.finished, "rounds": coordinator.store.last_round(), "state_dir": config.state_dir}
+    return result
