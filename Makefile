@@ -37,16 +37,18 @@ bench: setup
 	$(BIN)/python benchmarks/edge.py --check
 	$(BIN)/python benchmarks/simulation_speed.py --quick --check
 
-# The device side in a venv holding only numpy and tflite-runtime, as on a Raspberry Pi.
+# The device side in a venv holding only numpy, tflite-runtime and grpcio, as on a Raspberry Pi:
+# the on-device self-test, then one real federated round against `fedbeat serve`.
 DEVICE_VENV := .venv-device
 device-selftest: setup
 	@test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
-	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps numpy==1.25.2 tflite-runtime==2.14.0
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps numpy==1.25.2 tflite-runtime==2.14.0 grpcio==1.74.0
 	mkdir -p build/device
 	$(BIN)/python -c 'from models.beat_classifier import build_beat_classifier; build_beat_classifier().save("build/device/model.keras")'
 	$(BIN)/fedbeat export --model build/device/model.keras --out build/device
 	$(DEVICE_VENV)/bin/python -m pip list --format=freeze --disable-pip-version-check | grep -v -E '^(pip|setuptools)=='
 	$(DEVICE_VENV)/bin/python -m edge_runtime selftest --model build/device/model_train.tflite --json
+	$(BIN)/python -m simulation.coordinator.smoke --device-python $(DEVICE_VENV)/bin/python
 
 simulate: setup
 	$(BIN)/fedbeat simulate

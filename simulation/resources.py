@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterable
 
 
-def _status_kb(pid: int, field: str) -> int:
+def status_kb(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
@@ -18,9 +18,9 @@ def _status_kb(pid: int, field: str) -> int:
 
 def rss_mb(worker_pids: Iterable[int] = ()) -> float:
     """Current resident memory of this process plus the given workers, MiB."""
-    return sum(_status_kb(pid, "VmRSS") for pid in (os.getpid(), *worker_pids)) / 1024
+    return sum(status_kb(pid, "VmRSS") for pid in (os.getpid(), *worker_pids)) / 1024
 
 
 def peak_rss_mb(worker_pids: Iterable[int] = ()) -> float:
     """Sum of each process's peak resident memory (VmHWM), MiB: an upper bound on the joint peak."""
-    return sum(_status_kb(pid, "VmHWM") for pid in (os.getpid(), *worker_pids)) / 1024
+    return sum(status_kb(pid, "VmHWM") for pid in (os.getpid(), *worker_pids)) / 1024

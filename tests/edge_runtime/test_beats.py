@@ -73,12 +73,12 @@ def test_fingerprint_changes_with_the_spec():
 
 
 def test_edge_runtime_never_imports_tensorflow():
-    # The device has numpy + tflite-runtime only: importing every edge module must not pull TF in.
+    # The device has numpy + tflite-runtime (+ grpcio to join): no TF, no scipy, no protobuf runtime.
     code = (
         "import importlib, pkgutil, sys, edge_runtime\n"
         "for m in pkgutil.walk_packages(edge_runtime.__path__, 'edge_runtime.'):\n"
         "    importlib.import_module(m.name)\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'keras', 'tensorflow_federated', 'scipy'))\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'keras', 'tensorflow_federated', 'scipy') or n.startswith('google.protobuf'))\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
