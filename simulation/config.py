@@ -47,6 +47,7 @@ class SimulationConfig:
     dp_noise_multiplier: float | None = None
     dp_target_epsilon: float | None = None
     dp_clip: str | float = "adaptive"
+    dp_clip_quantile: float = 0.5
     dp_target_delta: float = 1e-5
     secure_aggregation: bool = False
     compression: str | None = None
@@ -121,7 +122,8 @@ class SimulationConfig:
 
     def privacy_config(self, noise_multiplier: float) -> PrivacyConfig:
         return PrivacyConfig(
-            noise_multiplier=noise_multiplier, clip=self.dp_clip, target_delta=self.dp_target_delta, secure_aggregation=self.secure_aggregation,
+            noise_multiplier=noise_multiplier, clip=self.dp_clip, clip_quantile=self.dp_clip_quantile, target_delta=self.dp_target_delta,
+            secure_aggregation=self.secure_aggregation,
         )
 
     @property

@@ -75,7 +75,7 @@ def private_aggregator(privacy: PrivacyConfig, clients_per_round: int) -> tff.ag
         # noise above z / 2; its default 0.05 K is too little for small cohorts.
         count_stddev = max(0.05 * expected, privacy.noise_multiplier)
         factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
-            privacy.noise_multiplier, expected, clipped_count_stddev=count_stddev
+            privacy.noise_multiplier, expected, target_unclipped_quantile=privacy.clip_quantile, clipped_count_stddev=count_stddev
         )
     elif privacy.secure_aggregation:
         clip = float(privacy.clip)

@@ -6,10 +6,15 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class PrivacyConfig:
-    """noise_multiplier z (noise std = z x clip); clip "adaptive" (median-targeting) or a fixed L2 norm."""
+    """noise_multiplier z (noise std = z x clip); clip "adaptive" or a fixed L2 norm.
+
+    Adaptive clipping tracks the ``clip_quantile`` of the clients' update norms (TFF's
+    default, the median, clips half the clients every round).
+    """
 
     noise_multiplier: float
     clip: str | float = "adaptive"
+    clip_quantile: float = 0.5
     target_delta: float = 1e-5
     secure_aggregation: bool = False
 
@@ -18,6 +23,8 @@ class PrivacyConfig:
             raise ValueError(f"dp_noise_multiplier must be positive, got {self.noise_multiplier}")
         if self.clip != "adaptive" and not (isinstance(self.clip, (int, float)) and self.clip > 0):
             raise ValueError(f"dp_clip must be 'adaptive' or a positive L2 norm, got {self.clip!r}")
+        if not 0 < self.clip_quantile < 1:
+            raise ValueError(f"dp_clip_quantile must be in (0, 1), got {self.clip_quantile}")
         if not 0 < self.target_delta < 1:
             raise ValueError(f"dp_target_delta must be in (0, 1), got {self.target_delta}")
         if self.secure_aggregation and self.clip == "adaptive":

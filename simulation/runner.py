@@ -331,6 +331,6 @@ def _privacy_summary(privacy: PrivacyConfig | None, sampling_rate: float, rounds
         "sampling_rate": sampling_rate,
         "rounds": rounds,
         "accountant": ACCOUNTANT,
-        "clip": privacy.clip if privacy.clip != "adaptive" else {"mode": "adaptive", "last": clips[-1] if clips else None},
+        "clip": privacy.clip if privacy.clip != "adaptive" else {"mode": "adaptive", "quantile": privacy.clip_quantile, "last": clips[-1] if clips else None},
         "unit": "patient (one watch per DS1 patient)",
     }

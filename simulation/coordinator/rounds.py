@@ -158,7 +158,7 @@ class Coordinator:
         if current is None:
             return f"late: round {header.round_id} is closed"
         round_index, version, _ = current
-        if header.round_id == round_index - 1:
+        if header.round_id == round_index - 1 >= 1:
             return f"late: round {header.round_id} closed before this update arrived"
         if header.round_id != round_index:
             return f"stale round: payload for round {header.round_id}, current round is {round_index}"

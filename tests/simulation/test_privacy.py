@@ -6,14 +6,13 @@ import json
 import dp_accounting
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from simulation.config import SimulationConfig
 from simulation.privacy import dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
 from simulation.tff_runtime import LocalTffRuntime
-from tests.simulation.test_runner import SMALL, fedbeat, write_config
+from tests.simulation.test_runner import fedbeat, write_config
 
 VECTOR = tff.TensorType(np.float32, [1000])
 
@@ -82,6 +81,7 @@ def test_epsilon_matches_dp_accounting_and_target_epsilon_inverts_it():
         ({"dp_noise_multiplier": 0.0}, "dp_noise_multiplier must be positive"),
         ({"dp_noise_multiplier": 1.0, "dp_clip": "big"}, "dp_clip must be 'adaptive' or a positive"),
         ({"dp_noise_multiplier": 1.0, "dp_target_delta": 1.5}, "dp_target_delta must be in"),
+        ({"dp_noise_multiplier": 1.0, "dp_clip_quantile": 1.0}, "dp_clip_quantile must be in"),
         ({"dp_noise_multiplier": 1.0, "dp_target_epsilon": 3.0}, "not both"),
         ({"dp_noise_multiplier": 1.0, "partition": "dirichlet"}, "needs partition 'patient'"),
         ({"dp_noise_multiplier": 1.0, "secure_aggregation": True}, "needs a fixed clip"),
