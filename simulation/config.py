@@ -47,7 +47,7 @@ class SimulationConfig:
     dp_noise_multiplier: float | None = None
     dp_target_epsilon: float | None = None
     dp_clip: str | float = "adaptive"
-    dp_clip_quantile: float = 0.5
+    dp_clip_quantile: float = 0.9
     dp_target_delta: float = 1e-5
     secure_aggregation: bool = False
     compression: str | None = None
