@@ -70,6 +70,7 @@ class Coordinator:
         }
         self.tflite = self._trainable_tflite()
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
+        self._round_started = time.time()
         self._resume_or_start()
 
     # -- setup -------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Coordinator:
             self._close(current[0], abandoned=accepted < self._policy.min_reports)
 
     def _close(self, round_index: int, *, abandoned: bool) -> None:
-        started = getattr(self, "_round_started", time.time())
+        started = self._round_started
         tokens, weights, updates = self.store.updates(round_index)
         version, global_weights = self.store.latest_model()
         selected = self.store.selected(round_index)
