@@ -8,6 +8,7 @@ from pathlib import Path
 from edge_runtime.codecs import CODECS
 from simulation.availability import AvailabilityConfig
 from simulation.config import DATASETS, ConfigError
+from simulation.privacy_config import PrivacyConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +17,9 @@ class CoordinatorConfig:
 
     tokens: accepted device tokens (or ``tokens_file``, one per line); ``revoked`` ones are
     refused like unknown ones. tls_cert/tls_key (PEM) switch the port to TLS.
+    dp_noise_multiplier: central DP-FedAvg on the server (each update clipped to the fixed
+    ``dp_clip``, Gaussian noise of std z x clip on the sum, divided by K), accounted per
+    device token with q = K / tokens.
     """
 
     address: str = "127.0.0.1:50051"
@@ -42,6 +46,9 @@ class CoordinatorConfig:
     data_dir: str | None = None
     seed: int = 0
     export_tflite: bool = True
+    dp_noise_multiplier: float | None = None
+    dp_clip: float = 1.0
+    dp_target_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -56,6 +63,8 @@ class CoordinatorConfig:
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dp_noise_multiplier is not None:
+            PrivacyConfig(noise_multiplier=self.dp_noise_multiplier, clip=self.dp_clip, target_delta=self.dp_target_delta)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
         if not self.tokens and self.tokens_file is None:

@@ -31,6 +31,7 @@ from models.edge_trainable import convert_trainable, weight_layout
 from simulation.config import SimulationConfig
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.store import CoordinatorStore
+from simulation.privacy import dp_epsilon
 from simulation.runner import data_directory, evaluate, model_inputs
 
 log = logging.getLogger("fedbeat.coordinator")
@@ -202,12 +203,18 @@ class Coordinator:
             "rejections": sorted({r[2].split(":")[0] for r in rejections}),
         }
         if not abandoned:
-            mean = (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
+            mean = self._private_mean(round_index, updates) if self.config.dp_noise_multiplier else (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
             new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
             version = model_version(new)
             self.store.add_model(version, round_index, new)
             evaluation = self._evaluate(new)
             record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
+            if self.config.dp_noise_multiplier:
+                applied = self.store.closed_rounds() + 1  # this round is being closed
+                record["epsilon"] = dp_epsilon(
+                    noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self.config.clients_per_round / len(self._tokens),
+                    rounds=applied, delta=self.config.dp_target_delta,
+                )
             if self.config.export_tflite:
                 self._exports.submit(self._export, version, new)
         record.update(model_version=version, seconds=round(time.time() - started, 3))
@@ -220,6 +227,14 @@ class Coordinator:
         )
         if round_index < self.config.rounds:
             self._open(round_index + 1)
+
+    def _private_mean(self, round_index: int, updates: np.ndarray) -> np.ndarray:
+        """DP-FedAvg on the server: clip each update, sum, add N(0, (z C)^2), divide by K (unweighted)."""
+        clip = self.config.dp_clip
+        norms = np.linalg.norm(updates.astype(np.float64), axis=1)
+        clipped = updates * np.minimum(1.0, clip / np.maximum(norms, 1e-12))[:, None]
+        noise = np.random.default_rng([self.config.seed, round_index, 7]).normal(0.0, self.config.dp_noise_multiplier * clip, updates.shape[1])
+        return (clipped.sum(axis=0) + noise) / self.config.clients_per_round
 
     def _unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
         sizes = [int(np.prod(s)) for s in self.shapes]

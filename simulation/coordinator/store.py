@@ -67,6 +67,10 @@ class CoordinatorStore:
         rows = self._run("SELECT MAX(round) FROM rounds")
         return int(rows[0][0] or 0)
 
+    def closed_rounds(self) -> int:
+        """Rounds whose aggregate was applied (released), not abandoned ones."""
+        return int(self._run("SELECT COUNT(*) FROM rounds WHERE state = 'closed'")[0][0])
+
     def extend_deadline(self, round_index: int, deadline: float) -> None:
         self._run("UPDATE rounds SET deadline = ? WHERE round = ?", (deadline, round_index))
 

@@ -266,3 +266,30 @@ def test_tls_devices_connect_and_plaintext_ones_cannot(tmp_path, federation_dir)
     finally:
         server.stop(grace=0)
         coordinator.close()
+
+
+def test_central_dp_clips_each_update_and_accounts_epsilon(tmp_path, federation_dir):
+    # Prepare: K=2, clip 0.01, negligible noise; one device sends an update of norm 1, the other zeros
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), tokens=("a", "b", "c", "d"), rounds=1, clients_per_round=2, overselect=1.0,
+        codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, dp_noise_multiplier=1e-9, dp_clip=0.01,
+    )
+    coordinator = Coordinator(config)
+    server, port = start_server(coordinator, config)
+    try:
+        client = CoordinatorClient(f"127.0.0.1:{port}", max_retries=0)
+        before = coordinator.store.latest_model()[1]
+        size = coordinator.manifest["parameters"]
+        big = np.full(size, 1.0 / np.sqrt(size), np.float32)
+        for token, update in (("a", big), ("b", np.zeros(size, np.float32))):
+            reply = client.call("CheckIn", CheckInRequest(token=token))
+            assert client.call("Upload", UploadRequest(token=token, payload=payload_for(reply, update, coordinator.manifest), examples=5000)).accepted
+        # Assert: the model moved by clip / K, not by the update's norm 1 / 2 (and example counts did not weight it)
+        moved = np.linalg.norm(coordinator.store.latest_model()[1] - before)
+        assert moved == pytest.approx(0.01 / 2, rel=1e-2)
+        log = metrics(Path(config.state_dir))
+        assert log[-1]["round"] == 1 and log[-1]["epsilon"] > 0
+        client.close()
+    finally:
+        server.stop(grace=0)
+        coordinator.close()
