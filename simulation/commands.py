@@ -143,16 +143,23 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     edge.set_defaults(handler=run_bench_edge)
 
 
+def _print_scalars(result: dict, as_json: bool, *, nested: str) -> bool:
+    """Print the whole result as JSON (True: done) or its scalar fields as a table (False)."""
+    if as_json:
+        print(json.dumps(result))
+        return True
+    for key, value in result.items():
+        if key != nested:
+            print(f"{key:<24}{value}")
+    return False
+
+
 def run_bench_sim(args: argparse.Namespace) -> int:
     from simulation.speed_benchmark import SpeedBenchmarkConfig, benchmark_simulation
 
     result = benchmark_simulation(SpeedBenchmarkConfig.quick() if args.quick else SpeedBenchmarkConfig(), progress=not args.json)
-    if args.json:
-        print(json.dumps(result))
+    if _print_scalars(result, args.json, nested="sweep"):
         return 0
-    for key, value in result.items():
-        if key != "sweep":
-            print(f"{key:<24}{value}")
     for row in result.get("sweep", []):
         print("sweep " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return 0
@@ -164,12 +171,8 @@ def run_bench_edge(args: argparse.Namespace) -> int:
     from simulation.runner import data_directory
 
     result = benchmark_edge(load_split(data_directory(config), "DS1", progress=False))
-    if args.json:
-        print(json.dumps(result))
+    if _print_scalars(result, args.json, nested="codecs"):
         return 0
-    for key, value in result.items():
-        if key != "codecs":
-            print(f"{key:<24}{value}")
     for name, row in result["codecs"].items():
         print(f"codec {name:<18}{row['bytes']:>7} bytes  {row['ratio_vs_fp32']:>6}x  nmse {row['nmse']:.3g}")
     return 0

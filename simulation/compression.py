@@ -91,6 +91,20 @@ def roundtrip(codec: str, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
 
 
+def round_counter():
+    """(start, increment): the int64 round counter a stage keeps at the server to seed codecs."""
+
+    @tff.tensorflow.computation
+    def start():
+        return tf.constant(0, tf.int64)
+
+    @tff.tensorflow.computation(tf.int64)
+    def increment(round_index):
+        return round_index + 1
+
+    return start, increment
+
+
 def client_roundtrip(codec: str, flat: tf.Tensor, round_index: tf.Tensor) -> tf.Tensor:
     """What the server decodes from one client's flat update in round ``round_index``.
 
@@ -127,13 +141,7 @@ class CompressedMeanFactory(tff.aggregators.WeightedAggregationFactory):
             parts = [tf.reshape(p, leaf.shape) for p, leaf in zip(tf.split(decoded, sizes), leaves)]
             return tf.nest.pack_sequence_as(value, parts)
 
-        @tff.tensorflow.computation
-        def first_round():
-            return tf.constant(0, tf.int64)
-
-        @tff.tensorflow.computation(tf.int64)
-        def increment(round_index):
-            return round_index + 1
+        first_round, increment = round_counter()
 
         @tff.federated_computation()
         def initialize():

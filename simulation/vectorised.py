@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from models.stacked_classifier import stacked_logits
-from simulation.compression import client_roundtrip
+from simulation.compression import client_roundtrip, round_counter
 from simulation.shards import shard_element_spec
 
 
@@ -99,13 +99,7 @@ def build_shard_client_work(
         result = tff.learning.templates.ClientResult(update=update, update_weight=weight_sum)
         return result, collections.OrderedDict(loss_sum=loss_sum, examples=example_sum)
 
-    @tff.tensorflow.computation
-    def first_round():
-        return tf.constant(0, tf.int64)
-
-    @tff.tensorflow.computation(tf.int64)
-    def increment(round_index):
-        return round_index + 1
+    first_round, increment = round_counter()
 
     @tff.tensorflow.computation(collections.OrderedDict(loss_sum=tf.float32, examples=tf.float32))
     def mean_loss(totals):
