@@ -11,6 +11,7 @@ version, evaluates it on the held-out patients and exports TFLite for devices.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import hmac
 import json
@@ -93,7 +94,7 @@ class Coordinator:
         current = self.store.current_round()
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
             self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
-            log.info("resumed round %d with %d accepted updates", current[0], len(self.store.updates(current[0])[0]))
+            log.info("resumed round %d with %d accepted updates", current[0], len(self.store.reporters(current[0])))
         elif self.store.last_round() < self.config.rounds:
             self._open(self.store.last_round() + 1)
 
@@ -119,12 +120,12 @@ class Coordinator:
                 return CheckInReply(status=DONE) if self.finished else CheckInReply(status=WAIT, retry_after_s=0.5)
             round_index, version, deadline = current
             selected = self.store.selected(round_index)
-            reported = set(self.store.updates(round_index)[0])
+            reported = self.store.reporters(round_index)
             if token in reported or (token not in selected and len(selected) >= self._policy.invited):
                 return CheckInReply(status=WAIT, retry_after_s=0.5)
             self.store.select(round_index, token)
             return CheckInReply(
-                status=TASK, round=round_index, model_version=version, weights_sha256=hashlib.sha256(self.store.model(version).astype("<f4").tobytes()).hexdigest(),
+                status=TASK, round=round_index, model_version=version, weights_sha256=self._weights_sha256(version),
                 tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
                 learning_rate=self.config.client_learning_rate, deadline_s=max(0.0, deadline - time.time()),
                 seed=self._seed(round_index, token), manifest_json=json.dumps(self.manifest),
@@ -173,9 +174,14 @@ class Coordinator:
         weight = float(min(max(examples, 1), self.config.max_examples))
         if not self.store.add_update(round_index, token, weight, update):
             return f"duplicate: this device already reported in round {round_index}"
-        if len(self.store.updates(round_index)[0]) >= self.config.clients_per_round:
+        if len(self.store.reporters(round_index)) >= self.config.clients_per_round:
             self._close(round_index, abandoned=False)
         return None
+
+    @functools.lru_cache(maxsize=8)
+    def _weights_sha256(self, version: str) -> str:
+        """SHA-256 of a version's weight bytes, computed once per version rather than per check-in."""
+        return hashlib.sha256(self.store.model(version).astype("<f4").tobytes()).hexdigest()
 
     def _seed(self, round_index: int, token: str) -> int:
         digest = hashlib.sha256(f"{self.config.seed}:{round_index}:{token}".encode()).digest()
@@ -188,7 +194,7 @@ class Coordinator:
             current = self.store.current_round()
             if current is None or time.time() < current[2]:
                 return
-            accepted = len(self.store.updates(current[0])[0])
+            accepted = len(self.store.reporters(current[0]))
             self._close(current[0], abandoned=accepted < self._policy.min_reports)
 
     def _close(self, round_index: int, *, abandoned: bool) -> None:

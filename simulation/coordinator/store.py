@@ -94,6 +94,10 @@ class CoordinatorStore:
             return False
         return True
 
+    def reporters(self, round_index: int) -> set[str]:
+        """Tokens with an accepted update in the round (without reading the update blobs)."""
+        return {row[0] for row in self._run("SELECT token FROM updates WHERE round = ?", (round_index,))}
+
     def updates(self, round_index: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(tokens, weights float64[n], updates float32[n, P]) accepted in the round."""
         rows = self._run("SELECT token, weight, update_vector FROM updates WHERE round = ? ORDER BY token", (round_index,))
