@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedbeat-installed
 TFF_VERSION := 0.87.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast bench device-selftest simulate lock clean
+.PHONY: setup test test-fast bench device-selftest device-aarch64 simulate lock clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ device-selftest: setup
 	$(DEVICE_VENV)/bin/python -m pip list --format=freeze --disable-pip-version-check | grep -v -E '^(pip|setuptools)=='
 	$(DEVICE_VENV)/bin/python -m edge_runtime selftest --model build/device/model_train.tflite --json
 	$(BIN)/python -m simulation.coordinator.smoke --device-python $(DEVICE_VENV)/bin/python
+
+# The same device commands as an aarch64 program (Raspberry Pi OS bookworm, 64-bit) under qemu
+# user-mode emulation, compared output by output with x86 (tests/edge_runtime/test_aarch64.py).
+AARCH64 := build/aarch64
+device-aarch64: setup
+	HOST_PYTHON=$(BIN)/python .ci/aarch64_python.sh $(AARCH64)
+	FEDBEAT_AARCH64_PYTHON=$(CURDIR)/$(AARCH64)/python $(BIN)/python -m pytest -m aarch64 -rA tests/edge_runtime/test_aarch64.py
 
 simulate: setup
 	$(BIN)/fedbeat simulate

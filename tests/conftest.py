@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MIT-BIH database (skipped visibly when absent) and synthetic records."""
+"""Shared fixtures: the real MIT-BIH database (skipped visibly when absent), synthetic records, a device export."""
 from __future__ import annotations
 
 import os
@@ -39,3 +39,26 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic_dataset(out, subjects=8, minutes=4, seed=7)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(synthetic_dir, tmp_path_factory):
+    """A briefly trained model exported with synthetic DS1 beats as calibration data: (model, directory, DS1)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from datasets.loading import load_split
+    from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
+    from models.export import export_for_devices
+    from simulation.runner import model_inputs
+
+    train = load_split(synthetic_dir, "DS1")
+    beat, log_rr = model_inputs(train)
+    weights = class_weights(train.labels)
+    tf.keras.utils.set_random_seed(4)  # fit's shuffling: the same exported model every run
+    model = build_beat_classifier(seed=4)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss=WeightedCrossEntropy(weights))
+    model.fit((beat, log_rr), train.labels.astype(np.int32), batch_size=32, epochs=2, verbose=0)
+    out = tmp_path_factory.mktemp("export")
+    export_for_devices(model, out, beats=beat, log_rr=log_rr, class_weights=weights)
+    return model, out, train

@@ -20,21 +20,6 @@ from simulation.runner import model_inputs
 from tests.conftest import REPO_ROOT
 
 
-@pytest.fixture(scope="module")
-def exported(synthetic_dir, tmp_path_factory):
-    """A briefly trained model exported with synthetic DS1 beats as calibration data."""
-    train = load_split(synthetic_dir, "DS1")
-    beat, log_rr = model_inputs(train)
-    weights = class_weights(train.labels)
-    tf.keras.utils.set_random_seed(4)  # fit's shuffling: the same exported model every run
-    model = build_beat_classifier(seed=4)
-    model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss=WeightedCrossEntropy(weights))
-    model.fit((beat, log_rr), train.labels.astype(np.int32), batch_size=32, epochs=2, verbose=0)
-    out = tmp_path_factory.mktemp("export")
-    export_for_devices(model, out, beats=beat, log_rr=log_rr, class_weights=weights)
-    return model, out, train
-
-
 @pytest.mark.parametrize("name", ["model_train.tflite", "model_int8.tflite"])
 def test_every_op_is_a_builtin(exported, name):
     _, out, _ = exported

@@ -1,0 +1,62 @@
+"""Run by a device interpreter (x86 or aarch64): the device pipeline's outputs on fixed inputs, to one .npz.
+
+Usage: PYTHON tests/edge_runtime/device_probe.py EXPORT_DIR OUT.npz
+Imports numpy, tflite-runtime and edge_runtime only, like a watch. ``test_aarch64.py`` runs it
+under both architectures and compares the arrays.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from edge_runtime.beats import BeatSpec, condition  # noqa: E402
+from edge_runtime.codecs import CODECS, decode, encode  # noqa: E402
+from edge_runtime.detector import detect_r_peaks  # noqa: E402
+from edge_runtime.interpreter import Int8Classifier, TrainableModel  # noqa: E402
+from edge_runtime.local_training import LocalTrainingConfig, train_locally  # noqa: E402
+from edge_runtime.manifest import Manifest  # noqa: E402
+from edge_runtime.strip import strip_beats  # noqa: E402
+
+SAMPLE_BEATS = Path(__file__).resolve().parents[2] / "edge_runtime" / "sample_beats.npz"
+
+
+def probe(export: Path) -> dict[str, np.ndarray]:
+    manifest = Manifest.read(export / "manifest.json")
+    spec: BeatSpec = manifest.beat_spec
+    sample = np.load(SAMPLE_BEATS)
+    # A 20 s, 360 Hz strip of smooth pulses in a little noise: enough for the filter, detector and windows.
+    rng = np.random.default_rng(0)
+    strip = np.zeros(360 * 20)
+    for r in range(200, strip.size - 200, 290):
+        strip[r - 40:r + 40] += np.hanning(80) * 1.2
+    strip += 0.02 * rng.standard_normal(strip.size)
+    conditioned = condition(strip, 360.0, spec)
+    peaks = detect_r_peaks(strip, 360.0)
+    beats = strip_beats(strip, 360.0, spec)
+    int8_logits = Int8Classifier(export / "model_int8.tflite").logits(sample["beat"][:64], sample["log_rr"][:64])
+    model = TrainableModel(export / "model_train.tflite")
+    start = model.get_weights()
+    update, losses = train_locally(
+        model, start, beat=sample["beat"], log_rr=sample["log_rr"], label=sample["label"],
+        class_weights=np.asarray(manifest.class_weights, np.float32), config=LocalTrainingConfig(epochs=2, learning_rate=0.05),
+    )
+    model.set_weights(start)
+    out = {
+        "conditioned": conditioned, "r_peaks": peaks, "windows": beats.beat, "log_rr": beats.log_rr,
+        "int8_logits": int8_logits, "weights": start, "weights_roundtrip": model.get_weights(),
+        "probabilities": model.probabilities(sample["beat"][:64], sample["log_rr"][:64]),
+        "losses": np.asarray(losses), "update": update,
+    }
+    fixed = (np.linspace(-1, 1, update.size) ** 3).astype(np.float32)  # the same input for every codec on both machines
+    for codec in sorted(CODECS):
+        out[f"codec_{codec}"] = decode(codec, encode(codec, fixed, 7), fixed.size, 7)
+    return out
+
+
+if __name__ == "__main__":
+    np.savez(sys.argv[2], **probe(Path(sys.argv[1])))
+    print("tensorflow imported:", any(name.split(".")[0] in ("tensorflow", "keras") for name in sys.modules))
