@@ -16,6 +16,7 @@ from datasets.records import RecordFormatError
 from simulation.commands import add_bench_command, add_export_command, add_simulate_command
 from simulation.config import ConfigError
 from simulation.coordinator.command import add_serve_command
+from simulation.loopback import LoopbackShimError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (RecordFormatError, ConfigError) as error:
+    except (RecordFormatError, ConfigError, LoopbackShimError) as error:
         print(f"fedbeat: error: {error}", file=sys.stderr)
         return 2
 

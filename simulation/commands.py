@@ -149,7 +149,7 @@ def _print_scalars(result: dict, as_json: bool, *, nested: str) -> bool:
         print(json.dumps(result))
         return True
     for key, value in result.items():
-        if key != nested:
+        if key != nested and not isinstance(value, list):
             print(f"{key:<24}{value}")
     return False
 

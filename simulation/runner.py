@@ -33,6 +33,7 @@ from simulation.compression import CompressedMeanFactory
 from simulation.config import ConfigError, SimulationConfig
 from simulation.privacy import ACCOUNTANT, dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
+from simulation.kernels import platform_summary
 from simulation.metrics import classification_report
 from simulation.plots import plot_confusion, plot_rounds
 from simulation.resources import peak_rss_mb, rss_mb
@@ -278,6 +279,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         "secure_aggregation": config.secure_aggregation,
         "privacy": _privacy_summary(privacy, sampling_rate, totals["applied"], out / "metrics.jsonl"),
         "parameters": int(keras_model.count_params()),
+        "platform": platform_summary(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_rounds(out / "metrics.jsonl", out / "rounds.png")

@@ -5,7 +5,12 @@ garbage-collects the context; a process that exits or dies first leaves the work
 orphaned with our stdout open, so ``fedbeat simulate | tail`` and CI hang. Here the worker
 is our own child: its output goes to a log file (never our pipes), the kernel kills it if
 we die (PR_SET_PDEATHSIG, even on SIGKILL), and ``LocalTffRuntime`` stops it on exit,
-on ``atexit`` and on SIGTERM/SIGINT.
+on ``atexit`` and on SIGTERM/SIGINT. Both processes return freed tensors to the OS
+(``simulation.resources.return_freed_memory_to_os``), so resident memory stays flat.
+
+Local workers listen on loopback only (``simulation/loopback.py`` preloads a bind() shim:
+worker_binary itself listens on every interface, unauthenticated); the runtime checks their
+listening sockets once they are up and refuses to run if one is reachable from the network.
 """
 from __future__ import annotations
 
@@ -24,10 +29,13 @@ import portpicker
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.test.compiler import replace_secure_intrinsics_with_bodies
 
+from simulation.loopback import LoopbackShimError, is_loopback, listening_sockets, loopback_preload
+from simulation.resources import GLIBC_MALLOC_ENV, return_freed_memory_to_os
 from simulation.worker_address import parse_worker_address
 
 _PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_S = 60.0
+ALLOW_OPEN_WORKER_ENV = "FEDBEAT_ALLOW_OPEN_WORKER"
 
 
 def worker_binary_path() -> Path:
@@ -97,6 +105,8 @@ class LocalTffRuntime:
         return len(self._remote) or self._workers
 
     def __enter__(self) -> "LocalTffRuntime":
+        return_freed_memory_to_os()  # flat resident memory over long runs, here and in the workers
+        worker_env = {**os.environ, **GLIBC_MALLOC_ENV, **(self._loopback_env() if self._workers else {})}
         atexit.register(self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous_handlers[sig] = signal.signal(sig, self._stop_and_reraise)
@@ -107,7 +117,7 @@ class LocalTffRuntime:
             with open(log_path, "ab") as log:
                 self.processes.append(subprocess.Popen(
                     [str(worker_binary_path()), f"--port={port}", "--max_concurrent_computation_calls=-1"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent, env=worker_env,
                 ))
             addresses.append(f"localhost:{port}")
         stubs = [tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(a)) for a in addresses]
@@ -118,12 +128,29 @@ class LocalTffRuntime:
                     self.stop()
                     raise RuntimeError(f"TFF worker at {address} is not ready after {_READY_TIMEOUT_S:.0f} s (local worker log: {log_path})")
                 time.sleep(0.05)
+        self._refuse_open_listeners()
         if len(stubs) == 1:
             context = _context(stubs[0], asynchronous=False)
         else:
             context = tff.backends.native.create_mergeable_comp_execution_context([_context(s, asynchronous=True) for s in stubs])
         tff.framework.set_default_context(context)
         return self
+
+    @staticmethod
+    def _loopback_env() -> dict[str, str]:
+        try:
+            return {"LD_PRELOAD": str(loopback_preload())}
+        except LoopbackShimError as error:
+            if os.environ.get(ALLOW_OPEN_WORKER_ENV) == "1":
+                return {}
+            raise LoopbackShimError(f"{error}; or set {ALLOW_OPEN_WORKER_ENV}=1 to let the TFF worker listen on every interface") from error
+
+    def _refuse_open_listeners(self) -> None:
+        """Stop if a local worker listens on a non-loopback address (unless explicitly allowed)."""
+        exposed = [f"{a}:{p}" for a, p in listening_sockets(self.worker_pids) if not is_loopback(a)]
+        if exposed and os.environ.get(ALLOW_OPEN_WORKER_ENV) != "1":
+            self.stop()
+            raise LoopbackShimError(f"TFF worker listens on {', '.join(exposed)}, reachable from the network; refusing to run (set {ALLOW_OPEN_WORKER_ENV}=1 to accept)")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -31,11 +32,19 @@ from models.beat_classifier import build_beat_classifier, class_weights
 from models.edge_trainable import convert_trainable, weight_layout
 from simulation.config import SimulationConfig
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.private_sum import clipped_noisy_mean
 from simulation.coordinator.store import CoordinatorStore
 from simulation.privacy import dp_epsilon
 from simulation.runner import data_directory, evaluate, model_inputs
 
 log = logging.getLogger("fedbeat.coordinator")
+FAILPOINT_ENV = "FEDBEAT_COORDINATOR_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Fault injection for tests: the process dies here, as under kill -9, when FAILPOINT_ENV names this point."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os._exit(137)
 
 
 class Unauthenticated(Exception):
@@ -80,28 +89,40 @@ class Coordinator:
         path = self.out / "model_train.tflite"
         if not path.is_file():
             with tempfile.TemporaryDirectory() as saved_model:
-                path.write_bytes(convert_trainable(self.keras, saved_model))
+                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                partial.write_bytes(convert_trainable(self.keras, saved_model))
+                os.replace(partial, path)
         return path.read_bytes()
 
     def _resume_or_start(self) -> None:
-        latest = self.store.latest_model()
-        if latest is None:  # a fresh federation: the seeded model, evaluated as round 0
+        if self.store.latest_model() is None:  # a fresh federation: the seeded model is round 0's
             weights = np.concatenate([w.ravel() for w in self.keras.get_weights()]).astype(np.float32)
             self.store.add_model(model_version(weights), 0, weights)
-            evaluation = self._evaluate(weights)
-            with open(self.out / "metrics.jsonl", "a") as metrics:
-                metrics.write(json.dumps({"round": 0, "model_version": model_version(weights), "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}) + "\n")
+        self._publish_pending()
         current = self.store.current_round()
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
-            self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
-            log.info("resumed round %d with %d accepted updates", current[0], len(self.store.reporters(current[0])))
+            accepted = len(self.store.reporters(current[0]))
+            log.info("resumed round %d with %d accepted updates", current[0], accepted)
+            if accepted >= self.config.clients_per_round:  # killed while closing, before the commit
+                self._close(current[0], abandoned=False)
+            else:
+                self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
         elif self.store.last_round() < self.config.rounds:
-            self._open(self.store.last_round() + 1)
+            version, _ = self.store.latest_model()
+            self.store.open_round(self.store.last_round() + 1, version, time.time() + self.config.deadline_s)
 
-    def _open(self, round_index: int) -> None:
-        version, _ = self.store.latest_model()
-        self.store.open_round(round_index, version, time.time() + self.config.deadline_s)
-        self._round_started = time.time()
+    def _publish_pending(self) -> None:
+        """After a restart: the metrics lines and exports of committed rounds that a kill cut short."""
+        path = self.out / "metrics.jsonl"
+        logged = {json.loads(line)["round"] for line in path.read_text().splitlines() if line} if path.is_file() else set()
+        if 0 not in logged:
+            version, weights = self.store.initial_model()
+            self._publish({"round": 0, "model_version": version, "abandoned": False}, weights)
+        for record in self.store.closed_records():
+            if record["round"] not in logged:
+                self._publish(record, None if record["abandoned"] else self.store.model(record["model_version"]))
+            elif not record["abandoned"] and self.config.export_tflite and not (self.out / "exports" / record["model_version"]).is_dir():
+                self._exports.submit(self._export, record["model_version"], self.store.model(record["model_version"]))
 
     # -- device calls ------------------------------------------------------------------
     def authenticate(self, token: str) -> None:
@@ -198,7 +219,8 @@ class Coordinator:
             self._close(current[0], abandoned=accepted < self._policy.min_reports)
 
     def _close(self, round_index: int, *, abandoned: bool) -> None:
-        started = self._round_started
+        """Aggregate, then commit the new model, the closed round and the next round in one transaction;
+        evaluation, the metrics line and the export follow and are redone after a restart if lost."""
         tokens, weights, updates = self.store.updates(round_index)
         version, global_weights = self.store.latest_model()
         selected = self.store.selected(round_index)
@@ -208,39 +230,43 @@ class Coordinator:
             "rejected": len(rejections), "late": sum(r[2].startswith("late") for r in rejections), "abandoned": abandoned,
             "rejections": sorted({r[2].split(":")[0] for r in rejections}),
         }
+        new = None
         if not abandoned:
-            mean = self._private_mean(round_index, updates) if self.config.dp_noise_multiplier else (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
-            new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
-            version = model_version(new)
-            self.store.add_model(version, round_index, new)
-            evaluation = self._evaluate(new)
-            record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
             if self.config.dp_noise_multiplier:
-                applied = self.store.closed_rounds() + 1  # this round is being closed
+                mean = clipped_noisy_mean(updates, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
                 record["epsilon"] = dp_epsilon(
                     noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self.config.clients_per_round / len(self._tokens),
-                    rounds=applied, delta=self.config.dp_target_delta,
+                    rounds=self.store.closed_rounds() + 1, delta=self.config.dp_target_delta,
                 )
-            if self.config.export_tflite:
-                self._exports.submit(self._export, version, new)
-        record.update(model_version=version, seconds=round(time.time() - started, 3))
-        self.store.close_round(round_index, "abandoned" if abandoned else "closed", {"selected": len(selected), "reported": len(tokens), "rejected": len(rejections), "late": record["late"]})
+            else:
+                mean = (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
+            new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
+            version = model_version(new)
+        record.update(model_version=version, seconds=round(time.time() - self._round_started, 3))
+        next_round = (round_index + 1, version, time.time() + self.config.deadline_s) if round_index < self.config.rounds else None
+        failpoint("close:before-commit")
+        if not self.store.commit_close(round_index, record=record, model=None if new is None else (version, new), next_round=next_round):
+            return  # closed already (a second caller)
+        failpoint("close:after-commit")
+        self._round_started = time.time()
+        self._publish(record, new)
+
+    def _publish(self, record: dict, weights: np.ndarray | None) -> None:
+        """Evaluate an applied round's model, append its metrics line, log it and start its export."""
+        if weights is not None:
+            evaluation = self._evaluate(weights)
+            record = {**record, "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}
         with open(self.out / "metrics.jsonl", "a") as metrics:
             metrics.write(json.dumps(record) + "\n")
+        if record["round"] == 0:
+            return
+        failpoint("close:after-metrics")
         log.info(
-            "round %d: selected %d, reported %d, dropped %d, late %d, rejected %d, %.1f s%s", round_index, record["invited"], record["reported"],
-            record["dropped"], record["late"], record["rejected"], record["seconds"], " (abandoned)" if abandoned else f", test loss {record['eval']['loss']:.4f}",
+            "round %d: selected %d, reported %d, dropped %d, late %d, rejected %d, %.1f s%s", record["round"], record["invited"], record["reported"],
+            record["dropped"], record["late"], record["rejected"], record["seconds"], " (abandoned)" if weights is None else f", test loss {record['eval']['loss']:.4f}",
         )
-        if round_index < self.config.rounds:
-            self._open(round_index + 1)
-
-    def _private_mean(self, round_index: int, updates: np.ndarray) -> np.ndarray:
-        """DP-FedAvg on the server: clip each update, sum, add N(0, (z C)^2), divide by K (unweighted)."""
-        clip = self.config.dp_clip
-        norms = np.linalg.norm(updates.astype(np.float64), axis=1)
-        clipped = updates * np.minimum(1.0, clip / np.maximum(norms, 1e-12))[:, None]
-        noise = np.random.default_rng([self.config.seed, round_index, 7]).normal(0.0, self.config.dp_noise_multiplier * clip, updates.shape[1])
-        return (clipped.sum(axis=0) + noise) / self.config.clients_per_round
+        if weights is not None and self.config.export_tflite:
+            self._exports.submit(self._export, record["model_version"], weights)
 
     def _unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
         sizes = [int(np.prod(s)) for s in self.shapes]
@@ -251,12 +277,19 @@ class Coordinator:
         return evaluate(self.keras, self.test, self.loss_weights)
 
     def _export(self, version: str, weights: np.ndarray) -> None:
+        """TFLite files for devices, written to a temporary directory and renamed: never half an export."""
         from models.export import export_for_devices  # TF conversion: off the request path
 
+        final = self.out / "exports" / version
+        if final.is_dir():
+            return
         model = build_beat_classifier(seed=self.config.seed)
         model.set_weights(self._unflatten(weights))
         beat, log_rr = self._calibration
-        export_for_devices(model, self.out / "exports" / version, beats=beat, log_rr=log_rr, class_weights=self.loss_weights)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{version}.") as partial:
+            export_for_devices(model, Path(partial) / "export", beats=beat, log_rr=log_rr, class_weights=self.loss_weights)
+            os.replace(Path(partial) / "export", final)
 
     def close(self) -> None:
         self._exports.shutdown(wait=True)

@@ -1,12 +1,15 @@
 """Coordinator state in SQLite: a restarted coordinator resumes the open round with its accepted updates.
 
 Every accepted update is committed before the device hears "accepted", so a kill -9 loses
-nothing a device was told was counted. Tables: models (version -> weights), rounds,
+nothing a device was told was counted. Closing a round is one transaction (the new model, the
+closed round with its metrics record, the next open round), so a kill -9 anywhere in a close
+applies the round exactly once. Tables: models (version -> weights), rounds,
 selections (who was given the round's task), updates (decoded, per device and round) and
 rejections (with the logged reason).
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -18,7 +21,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, round INTEGER NOT NULL, weights BLOB NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY, model_version TEXT NOT NULL, state TEXT NOT NULL, opened REAL NOT NULL, deadline REAL NOT NULL,
-    closed REAL, selected INTEGER DEFAULT 0, reported INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, late INTEGER DEFAULT 0
+    closed REAL, selected INTEGER DEFAULT 0, reported INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, late INTEGER DEFAULT 0,
+    record TEXT
 );
 CREATE TABLE IF NOT EXISTS selections (round INTEGER NOT NULL, token TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (round, token));
 CREATE TABLE IF NOT EXISTS updates (
@@ -39,6 +43,8 @@ class CoordinatorStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "record" not in {row[1] for row in self._db.execute("PRAGMA table_info(rounds)")}:  # a store from before closes were atomic
+            self._db.execute("ALTER TABLE rounds ADD COLUMN record TEXT")
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -50,6 +56,10 @@ class CoordinatorStore:
     def model(self, version: str) -> np.ndarray | None:
         rows = self._run("SELECT weights FROM models WHERE version = ?", (version,))
         return np.frombuffer(rows[0][0], "<f4").copy() if rows else None
+
+    def initial_model(self) -> tuple[str, np.ndarray] | None:
+        rows = self._run("SELECT version, weights FROM models ORDER BY round ASC, created ASC LIMIT 1")
+        return (rows[0][0], np.frombuffer(rows[0][1], "<f4").copy()) if rows else None
 
     def latest_model(self) -> tuple[str, np.ndarray] | None:
         rows = self._run("SELECT version, weights FROM models ORDER BY round DESC, created DESC LIMIT 1")
@@ -74,11 +84,40 @@ class CoordinatorStore:
     def extend_deadline(self, round_index: int, deadline: float) -> None:
         self._run("UPDATE rounds SET deadline = ? WHERE round = ?", (deadline, round_index))
 
-    def close_round(self, round_index: int, state: str, counts: dict) -> None:
-        self._run(
-            "UPDATE rounds SET state = ?, closed = ?, selected = ?, reported = ?, rejected = ?, late = ? WHERE round = ?",
-            (state, time.time(), counts["selected"], counts["reported"], counts["rejected"], counts["late"], round_index),
-        )
+    def commit_close(
+        self, round_index: int, *, record: dict, model: tuple[str, np.ndarray] | None, next_round: tuple[int, str, float] | None,
+    ) -> bool:
+        """One transaction: the new model (if applied), the round closed with its record, the next round opened.
+
+        False (nothing written) if the round is no longer open: a close is never applied twice.
+        """
+        state = "abandoned" if record["abandoned"] else "closed"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(
+                    "UPDATE rounds SET state = ?, closed = ?, selected = ?, reported = ?, rejected = ?, late = ?, record = ? WHERE round = ? AND state = 'open'",
+                    (state, time.time(), record["invited"], record["reported"], record["rejected"], record["late"], json.dumps(record), round_index),
+                ).rowcount
+                if changed != 1:
+                    self._db.execute("ROLLBACK")
+                    return False
+                if model is not None:
+                    self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
+                if next_round is not None:
+                    self._db.execute(
+                        "INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)",
+                        (next_round[0], next_round[1], time.time(), next_round[2]),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
+
+    def closed_records(self) -> list[dict]:
+        """The metrics record of every closed or abandoned round, in round order."""
+        return [json.loads(row[0]) for row in self._run("SELECT record FROM rounds WHERE state != 'open' AND record IS NOT NULL ORDER BY round")]
 
     def select(self, round_index: int, token: str) -> None:
         self._run("INSERT OR IGNORE INTO selections VALUES (?, ?, ?)", (round_index, token, time.time()))

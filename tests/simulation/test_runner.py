@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from simulation.config import ConfigError, SimulationConfig, load_config
+from simulation.loopback import is_loopback, listening_sockets
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -73,8 +74,9 @@ def test_federated_training_learns_and_counts_failures(tmp_path):
         assert (tmp_path / "run" / artefact).is_file(), artefact
 
 
-def test_killed_run_leaves_no_worker_and_no_open_pipe(tmp_path):
-    # SIGKILL the simulation mid-run: its worker must die too (PR_SET_PDEATHSIG) and our pipe must close.
+def test_running_simulation_listens_on_loopback_only_and_a_kill_leaves_no_worker(tmp_path):
+    # While a run is active, no process of its tree listens on a non-loopback address (`ss -ltnp`, from /proc).
+    # Then SIGKILL the simulation mid-run: its worker must die too (PR_SET_PDEATHSIG) and our pipe must close.
     config = write_config(tmp_path / "small.toml")
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("fedbeat")), "simulate", "--config", str(config), "--rounds", "200", "--out", str(tmp_path / "run")],
@@ -86,6 +88,9 @@ def test_killed_run_leaves_no_worker_and_no_open_pipe(tmp_path):
         time.sleep(0.5)
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
     assert children, "the simulation should be running a TFF worker"
+    listening = listening_sockets([process.pid, *map(int, children)])
+    assert listening, "the TFF worker should be listening (for fedbeat, on loopback)"
+    assert all(is_loopback(address) for address, _ in listening), listening
     os.kill(process.pid, signal.SIGKILL)
     process.stdout.read()  # returns only when every holder of the pipe has exited
     process.wait(timeout=30)

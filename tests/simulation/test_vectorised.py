@@ -37,8 +37,12 @@ def test_vectorised_path_trains_the_same_model_as_the_plain_path(tmp_path, compr
     # Assert
     initial = build_beat_classifier(seed=0).get_weights()
     assert max(np.abs(a - b).max() for a, b in zip(plain, initial)) > 0.01  # the runs trained
+    # fp16 rounds each watch's update: where the two paths' float32 updates differ in the last
+    # bit (the stacked model sums its gradients in another order), fp16 may round one coordinate
+    # a step apart (~1.5e-5 at these update sizes), so it gets a few such steps of room.
+    tolerance = 1e-5 if compression is None else 5e-5
     for a, b in zip(plain, fast):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, atol=tolerance)
 
 
 def test_fedprox_pulls_towards_the_global_model(tmp_path):
