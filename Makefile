@@ -15,7 +15,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "fedbeat needs Python 3.11 (TFF 0.87 supports 3.9-3.11): '$(PYTHON)' not found; install it or run 'make setup PYTHON=/path/to/python3.11'"; exit 2; }
-	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] <= (3, 11) else 1)' || { echo "fedbeat needs Python 3.9-3.11 for TFF 0.87, but '$(PYTHON)' is $$($(PYTHON) -V 2>&1); run 'make setup PYTHON=/path/to/python3.11'"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "fedbeat needs Python 3.11 (tomllib needs 3.11, TFF 0.87 stops at 3.11), but '$(PYTHON)' is $$($(PYTHON) -V 2>&1); run 'make setup PYTHON=/path/to/python3.11'"; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tensorflow-federated==$(TFF_VERSION)

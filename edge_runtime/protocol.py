@@ -24,6 +24,8 @@ class ProtocolError(ValueError):
 
 
 def _varint(value: int) -> bytes:
+    if not 0 <= value < 1 << 64:
+        raise ProtocolError(f"varint out of range [0, 2^64): {value}")  # a negative int would never end the loop
     out = bytearray()
     while True:
         low = value & 0x7F
@@ -44,6 +46,8 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         pos += 1
         if not byte & 0x80:
+            if value >= 1 << 64:
+                raise ProtocolError("varint out of range (>= 2^64)")
             return value, pos
         shift += 7
 
@@ -78,6 +82,8 @@ class Message:
         while pos < len(data):
             key, pos = _read_varint(data, pos)
             number, wire = key >> 3, key & 7
+            if number == 0:
+                raise ProtocolError("field number 0 is invalid")
             if wire == _VARINT:
                 raw, pos = _read_varint(data, pos)
             elif wire == _FIXED64:
@@ -90,6 +96,8 @@ class Message:
                     raise ProtocolError(f"field {number} declares {size} bytes, {len(data) - pos} left")
                 raw, pos = data[pos : pos + size], pos + size
             elif wire == 5:
+                if pos + 4 > len(data):
+                    raise ProtocolError("truncated fixed32 field")
                 raw, pos = data[pos : pos + 4], pos + 4
             else:
                 raise ProtocolError(f"unsupported wire type {wire}")

@@ -43,7 +43,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker", dest="worker_addresses", action="append", metavar="HOST:PORT", help="a running TFF worker_binary to use (repeatable; see README: private network only)")
     parser.add_argument("--dp-noise-multiplier", type=float, metavar="Z", help="user-level DP-FedAvg: Gaussian noise std = Z x clip (one watch per patient)")
     parser.add_argument("--dp-target-epsilon", type=float, metavar="E", help="pick the noise multiplier that spends E over --rounds")
-    parser.add_argument("--dp-clip", metavar="adaptive|NORM", help="L2 clip of each update: adaptive (default, tracks the median norm) or a fixed norm")
+    parser.add_argument("--dp-clip", metavar="adaptive|NORM", help="L2 clip of each update: adaptive (default, tracks the --dp-clip-quantile of update norms, 0.9 unless set) or a fixed norm")
     parser.add_argument("--dp-clip-quantile", type=float, metavar="Q", help="adaptive clip tracks this quantile of update norms (default 0.9)")
     parser.add_argument("--dp-target-delta", type=float, metavar="D", help="delta of the reported (epsilon, delta) (default 1e-5)")
     parser.add_argument("--secure-aggregation", action="store_true", default=None, help="sum updates with TFF's secure sum (simulated protocol)")

@@ -5,8 +5,9 @@ garbage-collects the context; a process that exits or dies first leaves the work
 orphaned with our stdout open, so ``fedbeat simulate | tail`` and CI hang. Here the worker
 is our own child: its output goes to a log file (never our pipes), the kernel kills it if
 we die (PR_SET_PDEATHSIG, even on SIGKILL), and ``LocalTffRuntime`` stops it on exit,
-on ``atexit`` and on SIGTERM/SIGINT. Both processes return freed tensors to the OS
-(``simulation.resources.return_freed_memory_to_os``), so resident memory stays flat.
+on ``atexit`` and on SIGTERM/SIGINT. Under oneDNN kernels both processes return freed
+tensors to the OS (``simulation.resources.return_freed_memory_to_os``), so resident memory
+stays flat.
 
 Local workers listen on loopback only (``simulation/loopback.py`` preloads a bind() shim:
 worker_binary itself listens on every interface, unauthenticated); the runtime checks their
@@ -29,6 +30,7 @@ import portpicker
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.test.compiler import replace_secure_intrinsics_with_bodies
 
+from simulation.kernels import tensorflow_cpu_kernels
 from simulation.loopback import LoopbackShimError, is_loopback, listening_sockets, loopback_preload
 from simulation.resources import GLIBC_MALLOC_ENV, return_freed_memory_to_os
 from simulation.worker_address import parse_worker_address
@@ -105,8 +107,10 @@ class LocalTffRuntime:
         return len(self._remote) or self._workers
 
     def __enter__(self) -> "LocalTffRuntime":
-        return_freed_memory_to_os()  # flat resident memory over long runs, here and in the workers
-        worker_env = {**os.environ, **GLIBC_MALLOC_ENV, **(self._loopback_env() if self._workers else {})}
+        worker_env = {**os.environ, **(self._loopback_env() if self._workers else {})}
+        if tensorflow_cpu_kernels() == "onednn":  # flat resident memory, here and in the workers (see resources.py)
+            return_freed_memory_to_os()
+            worker_env.update(GLIBC_MALLOC_ENV)
         atexit.register(self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous_handlers[sig] = signal.signal(sig, self._stop_and_reraise)

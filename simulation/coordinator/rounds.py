@@ -114,7 +114,11 @@ class Coordinator:
     def _publish_pending(self) -> None:
         """After a restart: the metrics lines and exports of committed rounds that a kill cut short."""
         path = self.out / "metrics.jsonl"
-        logged = {json.loads(line)["round"] for line in path.read_text().splitlines() if line} if path.is_file() else set()
+        text = path.read_text() if path.is_file() else ""
+        if text and not text.endswith("\n"):  # a line torn by the kill: drop it, it is written again below
+            text = text[: text.rfind("\n") + 1]
+            path.write_text(text)
+        logged = {json.loads(line)["round"] for line in text.splitlines() if line}
         if 0 not in logged:
             version, weights = self.store.initial_model()
             self._publish({"round": 0, "model_version": version, "abandoned": False}, weights)

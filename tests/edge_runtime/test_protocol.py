@@ -50,3 +50,24 @@ def test_unknown_fields_are_skipped_and_garbage_is_refused(generated):
     for garbage in (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x12\x10abc", b"\x0b"):
         with pytest.raises(ProtocolError):
             UploadRequest.from_bytes(garbage)
+
+
+def test_out_of_range_integers_are_refused_when_writing():
+    # A negative int used to loop forever in the varint writer.
+    with pytest.raises(ProtocolError, match="out of range"):
+        UploadRequest(token="a", payload=b"x", examples=-1).to_bytes()
+    with pytest.raises(ProtocolError, match="out of range"):
+        UploadRequest(token="a", payload=b"x", examples=1 << 64).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x18" + b"\xff" * 9 + b"\x7f", "out of range"),  # examples = a 70-bit varint
+        (b"\x00\x01", "field number 0"),
+        (b"\xfd\x07\x01\x02", "truncated fixed32"),  # unknown field 127, wire type 5, two bytes of four
+    ],
+)
+def test_malformed_wire_data_is_refused(data, message):
+    with pytest.raises(ProtocolError, match=message):
+        UploadRequest.from_bytes(data)
