@@ -36,7 +36,10 @@ def _train_shard(element: dict, initial: list[tf.Tensor], *, names: list[str], l
     steps = tf.shape(element["order"])[1]
 
     def step(s, loss_sum, *weights):
-        index, valid = element["order"][:, s], element["valid"][:, s]
+        # Each watch's valid positions are a prefix of its batch, so the step only needs as many
+        # positions as its fullest watch: a 40-beat watch's second batch holds 8 beats, not 32.
+        width = tf.cast(tf.reduce_max(tf.reduce_sum(element["valid"][:, s], axis=1)), tf.int32)
+        index, valid = element["order"][:, s, :width], element["valid"][:, s, :width]
         beat = tf.gather(element["beat"], index, batch_dims=1)
         log_rr = tf.gather(element["log_rr"], index, batch_dims=1)
         label = tf.gather(element["label"], index, batch_dims=1)
