@@ -57,13 +57,15 @@ class CoordinatorStore:
         rows = self._run("SELECT weights FROM models WHERE version = ?", (version,))
         return np.frombuffer(rows[0][0], "<f4").copy() if rows else None
 
-    def initial_model(self) -> tuple[str, np.ndarray] | None:
-        rows = self._run("SELECT version, weights FROM models ORDER BY round ASC, created ASC LIMIT 1")
+    def _first_model(self, order: str) -> tuple[str, np.ndarray] | None:
+        rows = self._run(f"SELECT version, weights FROM models ORDER BY round {order}, created {order} LIMIT 1")
         return (rows[0][0], np.frombuffer(rows[0][1], "<f4").copy()) if rows else None
 
+    def initial_model(self) -> tuple[str, np.ndarray] | None:
+        return self._first_model("ASC")
+
     def latest_model(self) -> tuple[str, np.ndarray] | None:
-        rows = self._run("SELECT version, weights FROM models ORDER BY round DESC, created DESC LIMIT 1")
-        return (rows[0][0], np.frombuffer(rows[0][1], "<f4").copy()) if rows else None
+        return self._first_model("DESC")
 
     def open_round(self, round_index: int, model_version: str, deadline: float) -> None:
         self._run("INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)", (round_index, model_version, time.time(), deadline))

@@ -24,16 +24,20 @@ from edge_runtime.strip import strip_beats  # noqa: E402
 SAMPLE_BEATS = Path(__file__).resolve().parents[2] / "edge_runtime" / "sample_beats.npz"
 
 
+def pulse_strip(seconds: float, *, every: int, seed: int, fs: int = 360) -> tuple[np.ndarray, np.ndarray]:
+    """(signal float[n] mV, R samples): smooth 1.2 mV pulses every ``every`` samples in 0.02 mV noise."""
+    signal = np.zeros(int(fs * seconds))
+    r_samples = np.arange(200, signal.size - 200, every)
+    for r in r_samples:
+        signal[r - 40:r + 40] += np.hanning(80) * 1.2
+    return signal + 0.02 * np.random.default_rng(seed).standard_normal(signal.size), r_samples
+
+
 def probe(export: Path) -> dict[str, np.ndarray]:
     manifest = Manifest.read(export / "manifest.json")
     spec: BeatSpec = manifest.beat_spec
     sample = np.load(SAMPLE_BEATS)
-    # A 20 s, 360 Hz strip of smooth pulses in a little noise: enough for the filter, detector and windows.
-    rng = np.random.default_rng(0)
-    strip = np.zeros(360 * 20)
-    for r in range(200, strip.size - 200, 290):
-        strip[r - 40:r + 40] += np.hanning(80) * 1.2
-    strip += 0.02 * rng.standard_normal(strip.size)
+    strip, _ = pulse_strip(20, every=290, seed=0)  # enough for the filter, detector and windows
     conditioned = condition(strip, 360.0, spec)
     peaks = detect_r_peaks(strip, 360.0)
     beats = strip_beats(strip, 360.0, spec)

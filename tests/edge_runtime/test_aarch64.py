@@ -25,6 +25,7 @@ from edge_runtime.codecs import CODECS
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import decode_update
 from tests.conftest import REPO_ROOT
+from tests.edge_runtime.device_probe import pulse_strip
 
 AARCH64_PYTHON = os.environ.get("FEDBEAT_AARCH64_PYTHON")
 PROBE = REPO_ROOT / "tests" / "edge_runtime" / "device_probe.py"
@@ -82,12 +83,7 @@ def test_selftest_infer_and_train_match_x86(exported, tmp_path):
     # Prepare: a labelled 60 s strip and a 60 s unlabelled one from the synthetic records
     _, export, _ = exported
     sample = np.load(REPO_ROOT / "edge_runtime" / "sample_beats.npz")
-    rng = np.random.default_rng(1)
-    signal = np.zeros(360 * 60)
-    r_samples = np.arange(300, signal.size - 300, 300)
-    for r in r_samples:
-        signal[r - 40:r + 40] += np.hanning(80) * 1.1
-    signal += 0.02 * rng.standard_normal(signal.size)
+    signal, r_samples = pulse_strip(60, every=300, seed=1)
     labels = np.where(np.arange(r_samples.size) % 9 == 4, 2, 0)
     np.savez(tmp_path / "local.npz", signal=signal, fs=360.0, r_samples=r_samples, labels=labels)
     np.save(tmp_path / "strip.npy", signal)
