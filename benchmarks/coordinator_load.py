@@ -25,27 +25,29 @@ import portpicker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_runtime.codecs import encode  # noqa: E402
+from edge_runtime.identity import update_key  # noqa: E402
 from edge_runtime.join import CoordinatorClient  # noqa: E402
 from edge_runtime.payload import Payload, pack  # noqa: E402
 from edge_runtime.protocol import TASK, CheckInRequest, UploadRequest  # noqa: E402
+from simulation.coordinator.enrollment import enroll  # noqa: E402
 from simulation.resources import status_kb  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def device(address: str, token: str) -> dict:
-    client = CoordinatorClient(address)
+    client = CoordinatorClient(address, token, insecure=True)
     started = time.perf_counter()
     try:
-        reply = client.call("CheckIn", CheckInRequest(token=token))
+        reply = client.call("CheckIn", CheckInRequest())
         while reply.status != TASK:
             time.sleep(reply.retry_after_s)
-            reply = client.call("CheckIn", CheckInRequest(token=token))
+            reply = client.call("CheckIn", CheckInRequest())
         manifest = json.loads(reply.manifest_json)
         update = np.random.default_rng(reply.seed % 2**32).normal(0, 1e-3, manifest["parameters"]).astype(np.float32)
         body = encode(reply.codec, update, reply.seed)
-        payload = pack(Payload(reply.codec, reply.round, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body))
-        result = client.call("Upload", UploadRequest(token=token, payload=payload, examples=120))
+        payload = pack(Payload(reply.codec, reply.round, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body), update_key(token))
+        result = client.call("Upload", UploadRequest(payload=payload, examples=120))
         return {"accepted": result.accepted, "reason": result.reason, "seconds": time.perf_counter() - started}
     finally:
         client.close()
@@ -58,10 +60,10 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         address = f"127.0.0.1:{portpicker.pick_unused_port()}"
-        tokens = [f"load-{i:04d}" for i in range(args.devices)]
+        tokens = enroll(Path(scratch) / "devices.txt", args.devices)
         config = Path(scratch) / "serve.toml"
         config.write_text(
-            f'address = "{address}"\nstate_dir = "{scratch}/state"\ntokens = {json.dumps(tokens)}\nrounds = 1\n'
+            f'address = "{address}"\nstate_dir = "{scratch}/state"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = 1\n'
             f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = 600.0\nexport_tflite = false\n"
         )
         log = Path(scratch) / "serve.log"

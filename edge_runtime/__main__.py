@@ -14,9 +14,10 @@ import numpy as np
 
 from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import cut_beats, rr_model_input
-from edge_runtime.codecs import CODECS, ErrorFeedback
+from edge_runtime.codecs import CODECS
+from edge_runtime.identity import update_key
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
-from edge_runtime.local_training import LocalTrainingConfig, load_weights, save_weights, train_locally
+from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack
 from edge_runtime.strip import rhythm_summary, strip_beats
@@ -78,13 +79,10 @@ def run_train(args: argparse.Namespace) -> dict:
     )
     state = Path(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    save_weights(state / "local_weights.npz", global_weights + update, manifest.layout_hash)
-    feedback = ErrorFeedback(update.size)
-    if (state / "residual.npz").is_file():
-        feedback.residual = load_weights(state / "residual.npz", manifest.layout_hash)
+    feedback = load_feedback(state / "residual.npz", update.size, manifest.layout_hash)
     body = feedback.encode(args.codec, update, args.seed)
     save_weights(state / "residual.npz", feedback.residual, manifest.layout_hash)
-    payload = pack(Payload(args.codec, args.round, manifest.model_version, manifest.layout_hash, args.seed, update.size, body))
+    payload = pack(Payload(args.codec, args.round, manifest.model_version, manifest.layout_hash, args.seed, update.size, body), update_key(args.token))
     Path(args.out).write_bytes(payload)
     return {"beats": int(labels.size), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1], "payload_bytes": len(payload), "codec": args.codec}
 
@@ -152,14 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--codec", choices=sorted(CODECS), default="rotated1bit")
     train.add_argument("--round", type=int, default=0)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--state-dir", default="fedbeat_state", help="local weights and error-feedback residual persist here")
+    train.add_argument("--token", required=True, help="this device's token: the payload is signed with the key derived from it")
+    train.add_argument("--state-dir", default="fedbeat_state", help="the error-feedback residual persists here")
     train.add_argument("--out", required=True, help="payload file to write")
     train.set_defaults(handler=run_train)
     join = commands.add_parser("join", help="take part in federated rounds of a `fedbeat serve` coordinator (needs grpcio)")
     join.add_argument("--server", required=True, metavar="HOST:PORT")
     join.add_argument("--token", required=True, help="this device's token, issued by the coordinator's operator")
     join.add_argument("--data", required=True, help=".npz of labelled beats (beat, log_rr, label) or a strip (signal, fs, r_samples, labels)")
-    join.add_argument("--tls-ca", help="PEM certificate(s) to verify the coordinator with (TLS); plaintext without it")
+    join.add_argument("--tls-ca", help="the coordinator's PEM certificate (or its CA): the only one this device trusts")
+    join.add_argument("--insecure", action="store_true", help="plaintext, for a coordinator on loopback in tests")
     join.add_argument("--state-dir", help="where the downloaded model is kept (default: a temporary directory)")
     join.add_argument("--max-rounds", type=int, help="stop after this many uploads (default: until the coordinator is done)")
     join.set_defaults(handler=run_join)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.codecs import ErrorFeedback
 from edge_runtime.interpreter import TrainableModel
 
 
@@ -54,7 +55,7 @@ def train_locally(
 
 
 def save_weights(path: Path, weights: np.ndarray, layout_hash: str) -> None:
-    """Persist local weights across app restarts, tagged with their layout."""
+    """Persist a weight-shaped vector (the error-feedback residual) across app restarts, tagged with its layout."""
     partial = path.with_suffix(".tmp.npz")
     np.savez(partial, weights=weights.astype(np.float32), layout_hash=np.array(layout_hash))
     partial.replace(path)
@@ -65,3 +66,11 @@ def load_weights(path: Path, layout_hash: str) -> np.ndarray:
         if str(data["layout_hash"]) != layout_hash:
             raise ValueError(f"{path}: weights of layout {data['layout_hash']}, the model has {layout_hash}")
         return data["weights"]
+
+
+def load_feedback(path: Path, length: int, layout_hash: str) -> ErrorFeedback:
+    """Error feedback with the residual a previous run left (what a biased codec has not sent yet)."""
+    feedback = ErrorFeedback(length)
+    if path.is_file():
+        feedback.residual = load_weights(path, layout_hash)
+    return feedback

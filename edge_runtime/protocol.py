@@ -3,7 +3,9 @@
 A watch has grpcio but no protobuf runtime, so the few message types are encoded here:
 each dataclass lists ``(field number, kind)`` per attribute, where kind is one of
 ``string``, ``bytes``, ``uint`` (varint), ``bool`` or ``double`` (fixed64). Unknown fields
-are skipped, as protobuf does, so old devices keep working when fields are added.
+are skipped, as protobuf does, so old devices keep working when fields are added. The
+device's token travels in the call metadata (``identity.bearer_metadata``), not in a message,
+so the coordinator authenticates a call before it parses the request.
 """
 from __future__ import annotations
 
@@ -124,9 +126,8 @@ class Message:
 
 @dataclasses.dataclass(frozen=True)
 class CheckInRequest(Message):
-    token: str = ""
     model_version: str = ""
-    FIELDS: ClassVar = {"token": (1, "string"), "model_version": (2, "string")}
+    FIELDS: ClassVar = {"model_version": (2, "string")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +155,9 @@ class CheckInReply(Message):
 
 @dataclasses.dataclass(frozen=True)
 class DownloadRequest(Message):
-    token: str = ""
     model_version: str = ""
     include_tflite: bool = False
-    FIELDS: ClassVar = {"token": (1, "string"), "model_version": (2, "string"), "include_tflite": (3, "bool")}
+    FIELDS: ClassVar = {"model_version": (2, "string"), "include_tflite": (3, "bool")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,10 +170,9 @@ class DownloadReply(Message):
 
 @dataclasses.dataclass(frozen=True)
 class UploadRequest(Message):
-    token: str = ""
     payload: bytes = b""
     examples: int = 0
-    FIELDS: ClassVar = {"token": (1, "string"), "payload": (2, "bytes"), "examples": (3, "uint")}
+    FIELDS: ClassVar = {"payload": (2, "bytes"), "examples": (3, "uint")}
 
 
 @dataclasses.dataclass(frozen=True)

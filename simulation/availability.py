@@ -7,6 +7,12 @@ after latency + local compute + upload, which depend on the device class; the se
 keeps the first K that finish before the deadline and abandons the round (no update
 applied) when fewer than ``min_reports`` arrive. All randomness derives from (seed,
 round), so a resumed run replays exactly the same rounds.
+
+Under differential privacy (``poisson_rate`` set) the round is what the accountant assumes:
+each client is invited independently with probability q, every invited client that neither
+drops out nor misses the deadline contributes (no cap at K: keeping the first K would let one
+patient's presence push out another's), and the round is abandoned only when nobody reports
+(the noisy sum is released whatever the count, so how many took part is not revealed by it).
 """
 from __future__ import annotations
 
@@ -45,8 +51,11 @@ class AvailabilityConfig:
     dropout: float = 0.08
     deadline_s: float = 6.0
     speed_sigma: float = 0.6
+    poisson_rate: float | None = None
 
     def __post_init__(self) -> None:
+        if self.poisson_rate is not None and not 0.0 < self.poisson_rate <= 1.0:
+            raise ValueError(f"poisson_rate must be in (0, 1], got {self.poisson_rate}")
         if self.clients_per_round < 1:
             raise ValueError(f"clients_per_round must be >= 1, got {self.clients_per_round}")
         if self.overselect < 1.0:
@@ -89,7 +98,7 @@ class AvailabilityModel:
     """Assigns each client a device once, then plans rounds from (seed, round) alone."""
 
     def __init__(self, config: AvailabilityConfig, *, client_sizes: np.ndarray, seed: int):
-        if config.invited > client_sizes.size:
+        if config.poisson_rate is None and config.invited > client_sizes.size:
             raise ValueError(f"cannot invite {config.invited} clients per round from a population of {client_sizes.size}")
         self.config = config
         self.client_sizes = np.asarray(client_sizes)
@@ -109,18 +118,22 @@ class AvailabilityModel:
 
     def plan_round(self, round_index: int, *, epochs: int, payload_bytes: int) -> RoundPlan:
         rng = np.random.default_rng([self.seed, round_index])
-        invited = rng.choice(self.client_sizes.size, size=self.config.invited, replace=False)
+        poisson = self.config.poisson_rate is not None
+        if poisson:
+            invited = np.flatnonzero(rng.random(self.client_sizes.size) < self.config.poisson_rate)
+        else:
+            invited = rng.choice(self.client_sizes.size, size=self.config.invited, replace=False)
         alive = rng.random(invited.size) >= self.config.dropout
         finish = self.finish_time_s(invited, epochs=epochs, payload_bytes=payload_bytes, rng=rng)
         on_time = alive & (finish <= self.config.deadline_s)
         order = np.argsort(finish[on_time], kind="stable")
         arrived = invited[on_time][order]
-        reporters = arrived[: self.config.clients_per_round]
+        reporters = arrived if poisson else arrived[: self.config.clients_per_round]
         return RoundPlan(
             invited=invited,
             reporters=reporters,
             dropped=int((~alive).sum()),
             late=int((alive & ~on_time).sum()),
             surplus=int(arrived.size - reporters.size),
-            abandoned=bool(reporters.size < self.config.min_reports),
+            abandoned=bool(reporters.size == 0 if poisson else reporters.size < self.config.min_reports),
         )

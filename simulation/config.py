@@ -111,6 +111,13 @@ class SimulationConfig:
             min_reports_fraction=self.min_reports_fraction, dropout=self.dropout, deadline_s=self.deadline_s,
         )
 
+    def sampled_availability(self, population: int) -> AvailabilityConfig:
+        """What a run samples: under DP, Poisson at q = K / population (what the accountant assumes)."""
+        config = self.availability_config()
+        if not self.differential_privacy:
+            return config
+        return dataclasses.replace(config, poisson_rate=self.clients_per_round / population)
+
     @property
     def differential_privacy(self) -> bool:
         return self.dp_noise_multiplier is not None or self.dp_target_epsilon is not None

@@ -25,6 +25,8 @@ from datasets.partition import ClientPopulation, partition, population_summary
 from datasets.splits import resolve_data_dir, split_records
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
+from edge_runtime.codecs import encode
+from edge_runtime.payload import Payload, pack
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.edge_trainable import weight_layout
 from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox, server_optimizer
@@ -54,6 +56,22 @@ def synthetic_data_dir(config: SimulationConfig) -> Path:
 
 def data_directory(config: SimulationConfig) -> Path:
     return synthetic_data_dir(config) if config.dataset == "synthetic" else resolve_data_dir(config.data_dir)
+
+
+PUBLIC_REFERENCE_SEED = 0x9B11C  # a synthetic population of its own, not a run's training people
+
+
+def public_reference() -> BeatTable:
+    """Beats no client contributed (synthetic people generated on the server), for what the server
+    must fix without reading clients' data under DP: class weights and int8 calibration."""
+    return load_split(synthetic_data_dir(SimulationConfig(seed=PUBLIC_REFERENCE_SEED)), "DS1", progress=False)
+
+
+def server_class_weights(config: SimulationConfig, train: BeatTable) -> np.ndarray:
+    """Loss weights from the pooled training labels, or under DP from public data: pooled labels
+    are client data a real server never sees, and un-noised they would leave through the summary."""
+    labels = public_reference().labels if config.differential_privacy else train.labels
+    return class_weights(labels, power=config.class_weight_power)
 
 
 def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -193,9 +211,9 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     out.mkdir(parents=True, exist_ok=True)
     run_started = time.perf_counter()
     data = prepare_data(config)
-    loss_weights = class_weights(data.train.labels, power=config.class_weight_power)
+    loss_weights = server_class_weights(config, data.train)
     tf.keras.utils.set_random_seed(config.seed)
-    availability = AvailabilityModel(config.availability_config(), client_sizes=data.population.sizes(), seed=config.seed)
+    availability = AvailabilityModel(config.sampled_availability(len(data.population)), client_sizes=data.population.sizes(), seed=config.seed)
     privacy = resolve_privacy(config, len(data.population))
     sampling_rate = config.clients_per_round / len(data.population)
     if privacy is not None:
@@ -213,7 +231,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         state = process.initialize()
         # Built after the process: tracing model_fn in TFF's graph invalidates earlier Keras models.
         keras_model = build_beat_classifier(seed=config.seed)
-        payload_bytes = 4 * keras_model.count_params()
+        payload_bytes = upload_bytes(config.compression, keras_model.count_params())
         initial = tff.learning.models.ModelWeights.from_model(keras_model)
         state = process.set_model_weights(state, initial)
         start_round, metrics_mode = 0, "w"
@@ -233,7 +251,8 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                 if not plan.abandoned:
                     output = process.next(state, round_data(config, data.train, data.population, plan.reporters, round_index))
                     state = output.state
-                    record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
+                    if privacy is None:  # un-noised client statistics are not released under DP
+                        record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
                 if privacy is not None:
                     record["epsilon"] = dp_epsilon(
                         noise_multiplier=privacy.noise_multiplier, sampling_rate=sampling_rate, rounds=totals["applied"], delta=privacy.target_delta,
@@ -285,6 +304,13 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     plot_rounds(out / "metrics.jsonl", out / "rounds.png")
     plot_confusion(evaluation["confusion"], out / "confusion.png", f"{config.algorithm}, DS2 (unseen patients)")
     return summary
+
+
+def upload_bytes(codec: str | None, parameters: int) -> int:
+    """What one watch uploads per round (stragglers' upload time): the FBUP payload of its codec."""
+    if codec is None:
+        return 4 * parameters
+    return len(pack(Payload(codec, 0, "00" * 8, "00" * 8, 0, parameters, encode(codec, np.ones(parameters, np.float32), 0))))
 
 
 def _truncate_metrics(path: Path, last_round: int) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from edge_runtime.codecs import CODECS
 from simulation.availability import AvailabilityConfig
 from simulation.config import DATASETS, ConfigError
+from simulation.coordinator.enrollment import read_devices
+from simulation.loopback import is_loopback
 from simulation.privacy_config import PrivacyConfig
 
 
@@ -15,20 +17,25 @@ from simulation.privacy_config import PrivacyConfig
 class CoordinatorConfig:
     """Network, security, round policy and the device training recipe.
 
-    tokens: accepted device tokens (or ``tokens_file``, one per line); ``revoked`` ones are
-    refused like unknown ones. tls_cert/tls_key (PEM) switch the port to TLS.
-    dp_noise_multiplier: central DP-FedAvg on the server (each update clipped to the fixed
-    ``dp_clip``, Gaussian noise of std z x clip on the sum, divided by K), accounted per
-    device token with q = K / tokens.
+    devices_file: enrolled devices (``fedbeat enroll``: device id and update key per line, no
+    tokens); ``revoked`` device ids are refused like unknown ones. TLS (tls_cert/tls_key, PEM)
+    is required unless ``insecure`` is set, which is only allowed on a loopback address.
+    max_examples caps the example count a device claims; at close each weight is further
+    capped at the round's median, so one device cannot outweigh a typical one.
+    dp_noise_multiplier: central DP-FedAvg on the server: each enrolled device takes part in a
+    round by a secret coin of probability q = K / devices (Poisson sampling, what the
+    accountant assumes), each update is clipped to ``dp_clip`` and weighted equally, Gaussian
+    noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
     """
 
     address: str = "127.0.0.1:50051"
     state_dir: str = "runs/coordinator"
-    tokens: tuple[str, ...] = ()
-    tokens_file: str | None = None
+    devices_file: str = ""
     revoked: tuple[str, ...] = ()
     tls_cert: str | None = None
     tls_key: str | None = None
+    insecure: bool = False
+    max_concurrent_rpcs: int = 64
     rounds: int = 10
     clients_per_round: int = 8
     overselect: float = 1.3
@@ -36,7 +43,7 @@ class CoordinatorConfig:
     deadline_s: float = 60.0
     codec: str = "rotated1bit"
     max_payload_bytes: int = 256 * 1024
-    max_update_norm: float = 100.0
+    max_update_norm: float = 20.0
     max_examples: int = 10_000
     server_learning_rate: float = 1.0
     local_epochs: int = 3
@@ -51,13 +58,12 @@ class CoordinatorConfig:
     dp_target_delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "revoked", tuple(self.revoked))
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples"):
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):
@@ -67,8 +73,12 @@ class CoordinatorConfig:
             PrivacyConfig(noise_multiplier=self.dp_noise_multiplier, clip=self.dp_clip, target_delta=self.dp_target_delta)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
-        if not self.tokens and self.tokens_file is None:
-            raise ValueError("no device tokens: set tokens = [...] or tokens_file")
+        if self.tls_cert is None and not self.insecure:
+            raise ValueError("TLS is required: set tls_cert and tls_key (or insecure = true for a loopback-only test)")
+        if self.insecure and self.tls_cert is None and not _is_loopback_host(self.address.rsplit(":", 1)[0].strip("[]")):
+            raise ValueError(f"insecure (plaintext) serving is only allowed on a loopback address, not {self.address}")
+        if not self.devices_file:
+            raise ValueError("no enrolled devices: set devices_file (written by `fedbeat enroll`)")
         self.availability()
 
     def availability(self) -> AvailabilityConfig:
@@ -78,14 +88,19 @@ class CoordinatorConfig:
             dropout=0.0, deadline_s=self.deadline_s,
         )
 
-    def device_tokens(self) -> frozenset[str]:
-        tokens = set(self.tokens)
-        if self.tokens_file is not None:
-            try:
-                tokens |= {line.strip() for line in Path(self.tokens_file).read_text().splitlines() if line.strip()}
-            except OSError as error:
-                raise ConfigError(f"{self.tokens_file}: cannot read tokens ({error})") from error
-        return frozenset(tokens - set(self.revoked))
+    def enrolled_devices(self) -> dict[str, bytes]:
+        """device id -> update key of every enrolled, unrevoked device."""
+        revoked = set(self.revoked)
+        return {device: key for device, key in read_devices(Path(self.devices_file)).items() if device not in revoked}
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return is_loopback(host)
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 def load_coordinator_config(path: Path) -> CoordinatorConfig:

@@ -2,21 +2,29 @@
 
 A round: devices check in and the first ceil(overselect x K) get the task (over-selection
 covers devices that vanish); updates are validated exactly as the codec decoder does
-(framing, CRC, layout hash, finite, norm bound) plus round, model version, selection and
-one-update-per-device checks; the round closes at K accepted updates, or at the deadline
-with at least the minimum, else it is abandoned. Closing takes the example-weighted mean
-of the decoded updates, applies it with the server learning rate, publishes the next model
-version, evaluates it on the held-out patients and exports TFLite for devices.
+(framing, authentication tag under the device's key, layout hash, finite, norm bound) plus
+round, model version, selection and one-update-per-device checks; the round closes at K
+accepted updates, or at the deadline with at least the minimum, else it is abandoned.
+Closing takes the example-weighted mean of the decoded updates (each weight capped at the
+round's median), applies it with the server learning rate, publishes the next model version,
+evaluates it on the held-out patients and exports TFLite for devices.
+
+Under DP the round's participants are drawn when it opens, by a secret coin per enrolled
+device (Poisson sampling at q = K / devices); only they get the task, every sampled device
+that reports in time contributes, and the round closes when all have reported or at the
+deadline, never abandoned (the noisy sum is released whatever the count).
+
+Payload decoding and the evaluation of a closed round's model run outside the round lock.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -25,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.loading import load_split
+from edge_runtime.identity import device_id
 from edge_runtime.manifest import layout_hash
 from edge_runtime.payload import PayloadError, decode_update
 from edge_runtime.protocol import DONE, TASK, WAIT, CheckInReply, DownloadReply, UploadReply
@@ -35,7 +44,7 @@ from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.private_sum import clipped_noisy_mean
 from simulation.coordinator.store import CoordinatorStore
 from simulation.privacy import dp_epsilon
-from simulation.runner import data_directory, evaluate, model_inputs
+from simulation.runner import data_directory, evaluate, model_inputs, public_reference
 
 log = logging.getLogger("fedbeat.coordinator")
 FAILPOINT_ENV = "FEDBEAT_COORDINATOR_FAILPOINT"
@@ -51,6 +60,12 @@ class Unauthenticated(Exception):
     """Unknown or revoked device token."""
 
 
+def bounded_weights(weights: np.ndarray) -> np.ndarray:
+    """Example-count weights capped at the round's median: a device that claims many examples
+    weighs at most as much as a typical device (honest devices near the median keep theirs)."""
+    return np.minimum(weights, np.median(weights)) if weights.size else weights
+
+
 def model_version(weights: np.ndarray) -> str:
     return hashlib.sha256(weights.astype("<f4").tobytes()).hexdigest()[:16]
 
@@ -63,15 +78,19 @@ class Coordinator:
         self.out = Path(config.state_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = CoordinatorStore(self.out / "coordinator.sqlite")
-        self._tokens = config.device_tokens()
+        self._devices = config.enrolled_devices()
+        if config.dp_noise_multiplier and config.clients_per_round > len(self._devices):
+            raise ValueError(f"clients_per_round {config.clients_per_round} is more than the {len(self._devices)} enrolled devices")
         self._lock = threading.RLock()
+        self._publishing = threading.Lock()
         self._policy = config.availability()
         self._exports = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         directory = data_directory(SimulationConfig(dataset=config.dataset, data_dir=config.data_dir, seed=config.seed))
-        train = load_split(directory, "DS1", progress=False)
         self.test = load_split(directory, "DS2", progress=False)
-        self.loss_weights = class_weights(train.labels)
-        self._calibration = model_inputs(train, slice(0, 2000))
+        # Class weights and int8 calibration from public (synthetic) beats: the server has no device's data.
+        reference = public_reference()
+        self.loss_weights = class_weights(reference.labels)
+        self._calibration = model_inputs(reference, slice(0, 2000))
         self.keras = build_beat_classifier(seed=config.seed)
         self.shapes = [w.shape for w in self.keras.get_weights()]
         layout = weight_layout(self.keras)
@@ -103,13 +122,34 @@ class Coordinator:
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
             accepted = len(self.store.reporters(current[0]))
             log.info("resumed round %d with %d accepted updates", current[0], accepted)
-            if accepted >= self.config.clients_per_round:  # killed while closing, before the commit
-                self._close(current[0], abandoned=False)
-            else:
+            closed = self._close(current[0], abandoned=False) if self._complete(current[0]) else None  # killed while closing
+            if closed is not None:
+                self._publish(*closed)
+            elif not self._complete(current[0]):
                 self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
         elif self.store.last_round() < self.config.rounds:
             version, _ = self.store.latest_model()
-            self.store.open_round(self.store.last_round() + 1, version, time.time() + self.config.deadline_s)
+            self.store.open_round(self._next_round(self.store.last_round() + 1, version))
+
+    @property
+    def _private(self) -> bool:
+        return bool(self.config.dp_noise_multiplier)
+
+    def _next_round(self, round_index: int, version: str) -> tuple[int, str, float, list[str]]:
+        """(round, model version, deadline, participants drawn now: under DP a secret coin per device)."""
+        sampled = []
+        if self._private:
+            coin = secrets.SystemRandom()
+            q = self.config.clients_per_round / len(self._devices)
+            sampled = [device for device in sorted(self._devices) if coin.random() < q]
+        return round_index, version, time.time() + self.config.deadline_s, sampled
+
+    def _complete(self, round_index: int) -> bool:
+        """K accepted updates, or under DP every sampled device reported."""
+        reported = len(self.store.reporters(round_index))
+        if self._private:
+            return reported >= len(self.store.selected(round_index))
+        return reported >= self.config.clients_per_round
 
     def _publish_pending(self) -> None:
         """After a restart: the metrics lines and exports of committed rounds that a kill cut short."""
@@ -129,16 +169,18 @@ class Coordinator:
                 self._exports.submit(self._export, record["model_version"], self.store.model(record["model_version"]))
 
     # -- device calls ------------------------------------------------------------------
-    def authenticate(self, token: str) -> None:
-        if not any(hmac.compare_digest(token.encode(), known.encode()) for known in self._tokens):
+    def authenticate(self, token: str | None) -> str:
+        """The device id of an enrolled, unrevoked token (one hash and one dict lookup)."""
+        device = device_id(token) if token else None
+        if device not in self._devices:
             raise Unauthenticated("unknown or revoked device token")
+        return device
 
     @property
     def finished(self) -> bool:
         return self.store.current_round() is None and self.store.last_round() >= self.config.rounds
 
-    def check_in(self, token: str) -> CheckInReply:
-        self.authenticate(token)
+    def check_in(self, device: str) -> CheckInReply:
         with self._lock:
             current = self.store.current_round()
             if current is None:
@@ -146,43 +188,54 @@ class Coordinator:
             round_index, version, deadline = current
             selected = self.store.selected(round_index)
             reported = self.store.reporters(round_index)
-            if token in reported or (token not in selected and len(selected) >= self._policy.invited):
+            closed_to_newcomers = self._private or len(selected) >= self._policy.invited  # DP: only the coin's choice
+            if device in reported or (device not in selected and closed_to_newcomers):
                 return CheckInReply(status=WAIT, retry_after_s=0.5)
-            self.store.select(round_index, token)
+            self.store.select(round_index, device)
             return CheckInReply(
                 status=TASK, round=round_index, model_version=version, weights_sha256=self._weights_sha256(version),
                 tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
                 learning_rate=self.config.client_learning_rate, deadline_s=max(0.0, deadline - time.time()),
-                seed=self._seed(round_index, token), manifest_json=json.dumps(self.manifest),
+                seed=self._seed(round_index, device), manifest_json=json.dumps(self.manifest),
             )
 
-    def download(self, token: str, version: str, include_tflite: bool) -> DownloadReply:
-        self.authenticate(token)
+    def download(self, version: str, include_tflite: bool) -> DownloadReply:
         weights = self.store.model(version)
         if weights is None:
             raise KeyError(f"no model version {version!r}")
         return DownloadReply(model_version=version, weights=weights.astype("<f4").tobytes(), tflite=self.tflite if include_tflite else b"")
 
-    def upload(self, token: str, payload: bytes, examples: int) -> UploadReply:
-        self.authenticate(token)
+    def upload(self, device: str, payload: bytes, examples: int) -> UploadReply:
+        decoded = self._decoded(device, payload)  # outside the lock: the slow part, and no shared state
+        closed = None
         with self._lock:
             current = self.store.current_round()
             round_index = current[0] if current else self.store.last_round()
-            reason = self._rejection(token, payload, examples, current)
+            reason = decoded if isinstance(decoded, str) else self._rejection(device, *decoded, examples, current)
             if reason is not None:
-                self.store.reject(round_index, token, reason)
-                log.warning("round %d: rejected update from %s: %s", round_index, token[:8], reason)
+                self.store.reject(round_index, device, reason)
+                log.warning("round %d: rejected update from device %s: %s", round_index, device[:8], reason)
                 return UploadReply(accepted=False, reason=reason)
-            return UploadReply(accepted=True)
+            if self._complete(round_index):
+                closed = self._close(round_index, abandoned=False)
+        if closed is not None:
+            self._publish(*closed)
+        return UploadReply(accepted=True)
 
-    def _rejection(self, token: str, payload: bytes, examples: int, current) -> str | None:
-        """Why the payload is refused, or None after storing it (weight: examples, capped)."""
+    def _decoded(self, device: str, payload: bytes):
+        """(header, update) of a well-formed payload signed by this device, else why not."""
         if len(payload) > self.config.max_payload_bytes:
             return f"oversized payload: {len(payload)} bytes > limit {self.config.max_payload_bytes}"
         try:
-            header, update = decode_update(payload, layout_hash=self.manifest["layout_hash"], length=self.manifest["parameters"], max_norm=self.config.max_update_norm)
+            return decode_update(
+                payload, key=self._devices[device], layout_hash=self.manifest["layout_hash"], length=self.manifest["parameters"],
+                max_norm=self.config.max_update_norm,
+            )
         except PayloadError as error:
             return f"invalid payload: {error}"
+
+    def _rejection(self, device: str, header, update: np.ndarray, examples: int, current) -> str | None:
+        """Why the update is refused, or None after storing it (weight: examples, capped)."""
         if current is None:
             return f"late: round {header.round_id} is closed"
         round_index, version, _ = current
@@ -192,15 +245,13 @@ class Coordinator:
             return f"stale round: payload for round {header.round_id}, current round is {round_index}"
         if header.model_version != version:
             return f"stale model: payload trained on {header.model_version}, round {round_index} serves {version}"
-        if token not in self.store.selected(round_index):
+        if device not in self.store.selected(round_index):
             return f"not selected for round {round_index}"
-        if header.seed != self._seed(round_index, token):
+        if header.seed != self._seed(round_index, device):
             return "replayed payload: codec seed is not this device's for this round"
         weight = float(min(max(examples, 1), self.config.max_examples))
-        if not self.store.add_update(round_index, token, weight, update):
+        if not self.store.add_update(round_index, device, weight, update):
             return f"duplicate: this device already reported in round {round_index}"
-        if len(self.store.reporters(round_index)) >= self.config.clients_per_round:
-            self._close(round_index, abandoned=False)
         return None
 
     @functools.lru_cache(maxsize=8)
@@ -208,8 +259,8 @@ class Coordinator:
         """SHA-256 of a version's weight bytes, computed once per version rather than per check-in."""
         return hashlib.sha256(self.store.model(version).astype("<f4").tobytes()).hexdigest()
 
-    def _seed(self, round_index: int, token: str) -> int:
-        digest = hashlib.sha256(f"{self.config.seed}:{round_index}:{token}".encode()).digest()
+    def _seed(self, round_index: int, device: str) -> int:
+        digest = hashlib.sha256(f"{self.config.seed}:{round_index}:{device}".encode()).digest()
         return int.from_bytes(digest[:8], "little") >> 1
 
     # -- round closing -----------------------------------------------------------------
@@ -220,17 +271,24 @@ class Coordinator:
             if current is None or time.time() < current[2]:
                 return
             accepted = len(self.store.reporters(current[0]))
-            self._close(current[0], abandoned=accepted < self._policy.min_reports)
+            closed = self._close(current[0], abandoned=not self._private and accepted < self._policy.min_reports)
+        if closed is not None:
+            self._publish(*closed)
 
-    def _close(self, round_index: int, *, abandoned: bool) -> None:
-        """Aggregate, then commit the new model, the closed round and the next round in one transaction;
-        evaluation, the metrics line and the export follow and are redone after a restart if lost."""
-        tokens, weights, updates = self.store.updates(round_index)
+    def _close(self, round_index: int, *, abandoned: bool) -> tuple[dict, np.ndarray | None] | None:
+        """Aggregate, then commit the new model, the closed round and the next round in one transaction.
+
+        Returns what to publish (the caller does it outside the round lock: evaluation, metrics
+        line, export, all redone after a restart if lost), or None if the round was closed already.
+        """
+        devices, weights, updates = self.store.updates(round_index)
+        if not devices:
+            updates = np.zeros((0, self.manifest["parameters"]), np.float32)
         version, global_weights = self.store.latest_model()
         selected = self.store.selected(round_index)
         rejections = self.store.rejections(round_index)
         record = {
-            "round": round_index, "invited": len(selected), "reported": len(tokens), "dropped": len(selected - set(tokens)),
+            "round": round_index, "invited": len(selected), "reported": len(devices), "dropped": len(selected - set(devices)),
             "rejected": len(rejections), "late": sum(r[2].startswith("late") for r in rejections), "abandoned": abandoned,
             "rejections": sorted({r[2].split(":")[0] for r in rejections}),
         }
@@ -239,29 +297,32 @@ class Coordinator:
             if self.config.dp_noise_multiplier:
                 mean = clipped_noisy_mean(updates, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
                 record["epsilon"] = dp_epsilon(
-                    noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self.config.clients_per_round / len(self._tokens),
+                    noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self.config.clients_per_round / len(self._devices),
                     rounds=self.store.closed_rounds() + 1, delta=self.config.dp_target_delta,
                 )
             else:
-                mean = (weights[:, None] * updates.astype(np.float64)).sum(axis=0) / weights.sum()
+                capped = bounded_weights(weights)
+                mean = (capped[:, None] * updates.astype(np.float64)).sum(axis=0) / capped.sum()
             new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
             version = model_version(new)
         record.update(model_version=version, seconds=round(time.time() - self._round_started, 3))
-        next_round = (round_index + 1, version, time.time() + self.config.deadline_s) if round_index < self.config.rounds else None
+        next_round = self._next_round(round_index + 1, version) if round_index < self.config.rounds else None
         failpoint("close:before-commit")
         if not self.store.commit_close(round_index, record=record, model=None if new is None else (version, new), next_round=next_round):
-            return  # closed already (a second caller)
+            return None  # closed already (a second caller)
         failpoint("close:after-commit")
         self._round_started = time.time()
-        self._publish(record, new)
+        return record, new
 
     def _publish(self, record: dict, weights: np.ndarray | None) -> None:
-        """Evaluate an applied round's model, append its metrics line, log it and start its export."""
-        if weights is not None:
-            evaluation = self._evaluate(weights)
-            record = {**record, "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}
-        with open(self.out / "metrics.jsonl", "a") as metrics:
-            metrics.write(json.dumps(record) + "\n")
+        """Evaluate an applied round's model, append its metrics line, log it and start its export
+        (one publication at a time, in round order: rounds close one after another)."""
+        with self._publishing:
+            if weights is not None:
+                evaluation = self._evaluate(weights)
+                record = {**record, "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}
+            with open(self.out / "metrics.jsonl", "a") as metrics:
+                metrics.write(json.dumps(record) + "\n")
         if record["round"] == 0:
             return
         failpoint("close:after-metrics")
@@ -277,7 +338,7 @@ class Coordinator:
         return [part.reshape(shape) for part, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), self.shapes)]
 
     def _evaluate(self, weights: np.ndarray) -> dict:
-        self.keras.set_weights(self._unflatten(weights))
+        self.keras.set_weights(self._unflatten(weights))  # only under the publishing lock
         return evaluate(self.keras, self.test, self.loss_weights)
 
     def _export(self, version: str, weights: np.ndarray) -> None:

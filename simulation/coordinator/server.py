@@ -1,8 +1,11 @@
-"""`fedbeat serve`: the coordinator on gRPC (TLS optional), raw-bytes methods of ``coordinator.proto``.
+"""`fedbeat serve`: the coordinator on gRPC over TLS, raw-bytes methods of ``coordinator.proto``.
 
-Nothing a device sends can take the coordinator down: undecodable messages are
-INVALID_ARGUMENT, bad tokens UNAUTHENTICATED, anything unexpected is logged and answered
-INTERNAL; the round state only changes inside ``Coordinator``.
+Nothing a device sends can take the coordinator down. A call is authenticated from its
+metadata token (one hash, one dict lookup) before its body is looked at; an unauthenticated
+call costs the server no parsing. Each method has its own request size limit (checked before
+parsing), concurrent calls are bounded (RESOURCE_EXHAUSTED beyond), undecodable messages are
+INVALID_ARGUMENT, anything unexpected is logged and answered INTERNAL; the round state only
+changes inside ``Coordinator``.
 """
 from __future__ import annotations
 
@@ -14,29 +17,54 @@ from pathlib import Path
 
 import grpc
 
+from edge_runtime.identity import token_from_metadata
 from edge_runtime.protocol import METHODS, SERVICE, ProtocolError
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.rounds import Coordinator, Unauthenticated
 
 log = logging.getLogger("fedbeat.coordinator")
-_MESSAGE_OVERHEAD = 64 * 1024
+_SMALL_REQUEST_BYTES = 1024  # CheckIn and Download carry a model version and a flag
+_UPLOAD_OVERHEAD = 64
 
 
-def _handler(coordinator: Coordinator, method: str):
+def request_limits(config: CoordinatorConfig) -> dict[str, int]:
+    """Largest request body each method accepts."""
+    return {"CheckIn": _SMALL_REQUEST_BYTES, "Download": _SMALL_REQUEST_BYTES, "Upload": config.max_payload_bytes + _UPLOAD_OVERHEAD}
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Refuses a call whose metadata holds no enrolled token before its request is read or parsed."""
+
+    def __init__(self, coordinator: Coordinator):
+        self._coordinator = coordinator
+        self._refuse = grpc.unary_unary_rpc_method_handler(lambda _request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked device token"))
+
+    def intercept_service(self, continuation, handler_call_details):
+        try:
+            self._coordinator.authenticate(token_from_metadata(handler_call_details.invocation_metadata))
+        except Unauthenticated:
+            log.warning("%s refused: unknown or revoked device token", handler_call_details.method)
+            return self._refuse
+        return continuation(handler_call_details)
+
+
+def _handler(coordinator: Coordinator, method: str, limit: int):
     request_type, _ = METHODS[method]
 
     def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        if len(raw) > limit:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method} request of {len(raw)} bytes exceeds its limit of {limit}")
         try:
+            device = coordinator.authenticate(token_from_metadata(context.invocation_metadata()))
             request = request_type.from_bytes(raw)
             if method == "CheckIn":
-                reply = coordinator.check_in(request.token)
+                reply = coordinator.check_in(device)
             elif method == "Download":
-                reply = coordinator.download(request.token, request.model_version, request.include_tflite)
+                reply = coordinator.download(request.model_version, request.include_tflite)
             else:
-                reply = coordinator.upload(request.token, request.payload, request.examples)
+                reply = coordinator.upload(device, request.payload, request.examples)
             return reply.to_bytes()
         except Unauthenticated as error:
-            log.warning("%s refused: %s", method, error)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
         except (ProtocolError, TypeError) as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {error}")
@@ -51,11 +79,14 @@ def _handler(coordinator: Coordinator, method: str):
 
 def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[grpc.Server, int]:
     """Start serving; returns (server, bound port)."""
+    limits = request_limits(config)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32),
-        options=[("grpc.max_receive_message_length", 2 * config.max_payload_bytes + _MESSAGE_OVERHEAD)],
+        futures.ThreadPoolExecutor(max_workers=min(32, config.max_concurrent_rpcs)),
+        interceptors=[TokenInterceptor(coordinator)],
+        options=[("grpc.max_receive_message_length", max(limits.values()))],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _handler(coordinator, m) for m in METHODS})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _handler(coordinator, m, limits[m]) for m in METHODS})])
     if config.tls_cert:
         credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
         port = server.add_secure_port(config.address, credentials)
@@ -74,7 +105,7 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("coordinator listening on %s (port %d, %s), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext", config.state_dir)
+    log.info("coordinator listening on %s (port %d, %s), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext, loopback only", config.state_dir)
     try:
         while not stop.is_set() and not coordinator.finished:
             coordinator.tick()

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import portpicker
 
+from simulation.coordinator.certificates import self_signed_certificate
+from simulation.coordinator.enrollment import enroll
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_BEATS = REPO_ROOT / "edge_runtime" / "sample_beats.npz"
 
@@ -25,11 +28,13 @@ def main() -> int:
     parser.add_argument("--device-python", required=True)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        address = f"127.0.0.1:{portpicker.pick_unused_port()}"
+        address = f"localhost:{portpicker.pick_unused_port()}"
+        cert, key = self_signed_certificate(Path(scratch) / "tls")
+        (token,) = enroll(Path(scratch) / "devices.txt", 1)
         config = Path(scratch) / "serve.toml"
         config.write_text(
-            f'address = "{address}"\nstate_dir = "{scratch}/state"\ntokens = ["device-1"]\nrounds = 1\nclients_per_round = 1\n'
-            'export_tflite = false\ndeadline_s = 120.0\n'
+            f'address = "{address}"\nstate_dir = "{scratch}/state"\ndevices_file = "{scratch}/devices.txt"\nrounds = 1\nclients_per_round = 1\n'
+            f'tls_cert = "{cert}"\ntls_key = "{key}"\nexport_tflite = false\ndeadline_s = 120.0\n'
         )
         fedbeat = str(Path(sys.executable).with_name("fedbeat"))
         server = subprocess.Popen([fedbeat, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(Path(scratch) / "serve.log", "wb"), cwd=REPO_ROOT)
@@ -41,7 +46,7 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             device = subprocess.run(
-                [args.device_python, "-m", "edge_runtime", "join", "--server", address, "--token", "device-1", "--data", str(SAMPLE_BEATS)],
+                [args.device_python, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--tls-ca", str(cert), "--data", str(SAMPLE_BEATS)],
                 capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
             )
             server.wait(timeout=300)

@@ -5,7 +5,8 @@ nothing a device was told was counted. Closing a round is one transaction (the n
 closed round with its metrics record, the next open round), so a kill -9 anywhere in a close
 applies the round exactly once. Tables: models (version -> weights), rounds,
 selections (who was given the round's task), updates (decoded, per device and round) and
-rejections (with the logged reason).
+rejections (with the logged reason). Devices appear by their id (``identity.device_id``),
+never by token.
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ CREATE TABLE IF NOT EXISTS rounds (
     closed REAL, selected INTEGER DEFAULT 0, reported INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, late INTEGER DEFAULT 0,
     record TEXT
 );
-CREATE TABLE IF NOT EXISTS selections (round INTEGER NOT NULL, token TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (round, token));
+CREATE TABLE IF NOT EXISTS selections (round INTEGER NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (round, device));
 CREATE TABLE IF NOT EXISTS updates (
-    round INTEGER NOT NULL, token TEXT NOT NULL, weight REAL NOT NULL, update_vector BLOB NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (round, token)
+    round INTEGER NOT NULL, device TEXT NOT NULL, weight REAL NOT NULL, update_vector BLOB NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (round, device)
 );
-CREATE TABLE IF NOT EXISTS rejections (round INTEGER NOT NULL, token TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections (round INTEGER NOT NULL, device TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
 """
 
 
@@ -67,8 +68,22 @@ class CoordinatorStore:
     def latest_model(self) -> tuple[str, np.ndarray] | None:
         return self._first_model("DESC")
 
-    def open_round(self, round_index: int, model_version: str, deadline: float) -> None:
-        self._run("INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)", (round_index, model_version, time.time(), deadline))
+    def open_round(self, next_round: tuple[int, str, float, list[str]]) -> None:
+        """Open (round, model version, deadline) with its pre-drawn participants (DP sampling), in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_round(next_round)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _insert_round(self, next_round: tuple[int, str, float, list[str]]) -> None:
+        round_index, model_version, deadline, sampled = next_round
+        now = time.time()
+        self._db.execute("INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)", (round_index, model_version, now, deadline))
+        self._db.executemany("INSERT INTO selections VALUES (?, ?, ?)", [(round_index, device, now) for device in sampled])
 
     def current_round(self) -> tuple[int, str, float] | None:
         """(round, model_version, deadline) of the open round, if any."""
@@ -87,7 +102,7 @@ class CoordinatorStore:
         self._run("UPDATE rounds SET deadline = ? WHERE round = ?", (deadline, round_index))
 
     def commit_close(
-        self, round_index: int, *, record: dict, model: tuple[str, np.ndarray] | None, next_round: tuple[int, str, float] | None,
+        self, round_index: int, *, record: dict, model: tuple[str, np.ndarray] | None, next_round: tuple[int, str, float, list[str]] | None,
     ) -> bool:
         """One transaction: the new model (if applied), the round closed with its record, the next round opened.
 
@@ -107,10 +122,7 @@ class CoordinatorStore:
                 if model is not None:
                     self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
                 if next_round is not None:
-                    self._db.execute(
-                        "INSERT INTO rounds (round, model_version, state, opened, deadline) VALUES (?, ?, 'open', ?, ?)",
-                        (next_round[0], next_round[1], time.time(), next_round[2]),
-                    )
+                    self._insert_round(next_round)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -121,38 +133,38 @@ class CoordinatorStore:
         """The metrics record of every closed or abandoned round, in round order."""
         return [json.loads(row[0]) for row in self._run("SELECT record FROM rounds WHERE state != 'open' AND record IS NOT NULL ORDER BY round")]
 
-    def select(self, round_index: int, token: str) -> None:
-        self._run("INSERT OR IGNORE INTO selections VALUES (?, ?, ?)", (round_index, token, time.time()))
+    def select(self, round_index: int, device: str) -> None:
+        self._run("INSERT OR IGNORE INTO selections VALUES (?, ?, ?)", (round_index, device, time.time()))
 
     def selected(self, round_index: int) -> set[str]:
-        return {row[0] for row in self._run("SELECT token FROM selections WHERE round = ?", (round_index,))}
+        return {row[0] for row in self._run("SELECT device FROM selections WHERE round = ?", (round_index,))}
 
-    def add_update(self, round_index: int, token: str, weight: float, update: np.ndarray) -> bool:
+    def add_update(self, round_index: int, device: str, weight: float, update: np.ndarray) -> bool:
         """False if this device already has an update in this round (nothing is written)."""
         try:
-            self._run("INSERT INTO updates VALUES (?, ?, ?, ?, ?)", (round_index, token, weight, update.astype("<f4").tobytes(), time.time()))
+            self._run("INSERT INTO updates VALUES (?, ?, ?, ?, ?)", (round_index, device, weight, update.astype("<f4").tobytes(), time.time()))
         except sqlite3.IntegrityError:
             return False
         return True
 
     def reporters(self, round_index: int) -> set[str]:
-        """Tokens with an accepted update in the round (without reading the update blobs)."""
-        return {row[0] for row in self._run("SELECT token FROM updates WHERE round = ?", (round_index,))}
+        """Devices with an accepted update in the round (without reading the update blobs)."""
+        return {row[0] for row in self._run("SELECT device FROM updates WHERE round = ?", (round_index,))}
 
     def updates(self, round_index: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(tokens, weights float64[n], updates float32[n, P]) accepted in the round."""
-        rows = self._run("SELECT token, weight, update_vector FROM updates WHERE round = ? ORDER BY token", (round_index,))
+        """(devices, weights float64[n], updates float32[n, P]) accepted in the round."""
+        rows = self._run("SELECT device, weight, update_vector FROM updates WHERE round = ? ORDER BY device", (round_index,))
         if not rows:
             return [], np.zeros(0), np.zeros((0, 0), np.float32)
         return [r[0] for r in rows], np.array([r[1] for r in rows]), np.stack([np.frombuffer(r[2], "<f4") for r in rows])
 
-    def reject(self, round_index: int, token: str, reason: str) -> None:
-        self._run("INSERT INTO rejections VALUES (?, ?, ?, ?)", (round_index, token, reason, time.time()))
+    def reject(self, round_index: int, device: str, reason: str) -> None:
+        self._run("INSERT INTO rejections VALUES (?, ?, ?, ?)", (round_index, device, reason, time.time()))
 
     def rejections(self, round_index: int | None = None) -> list[tuple[int, str, str]]:
         if round_index is None:
-            return self._run("SELECT round, token, reason FROM rejections ORDER BY at")
-        return self._run("SELECT round, token, reason FROM rejections WHERE round = ? ORDER BY at", (round_index,))
+            return self._run("SELECT round, device, reason FROM rejections ORDER BY at")
+        return self._run("SELECT round, device, reason FROM rejections WHERE round = ? ORDER BY at", (round_index,))
 
     def close(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ import pytest
 
 from edge_runtime.codecs import CODECS
 from edge_runtime.manifest import Manifest
+from edge_runtime.identity import update_key
 from edge_runtime.payload import decode_update
 from tests.conftest import REPO_ROOT
 from tests.edge_runtime.device_probe import pulse_strip
@@ -100,8 +101,10 @@ def test_selftest_infer_and_train_match_x86(exported, tmp_path):
         }
         for codec in sorted(CODECS):
             report = device(python, "train", "--model", str(export), "--data", str(tmp_path / "local.npz"), "--codec", codec,
-                            "--round", "2", "--state-dir", str(out / f"state-{codec}"), "--out", str(out / f"{codec}.bin"))
-            _, update = decode_update((out / f"{codec}.bin").read_bytes(), layout_hash=manifest.layout_hash, length=manifest.parameters, max_norm=100.0)
+                            "--round", "2", "--state-dir", str(out / f"state-{codec}"), "--out", str(out / f"{codec}.bin"), "--token", "pi-1")
+            _, update = decode_update(
+                (out / f"{codec}.bin").read_bytes(), key=update_key("pi-1"), layout_hash=manifest.layout_hash, length=manifest.parameters, max_norm=100.0,
+            )
             results[arch][codec] = (report, update)
     x86, arm = results["x86"], results["arm"]
     # Assert

@@ -26,10 +26,10 @@ def generated(tmp_path_factory):
 
 
 MESSAGES = [
-    CheckInRequest(token="tok-1", model_version="00ff00ff00ff00ff"),
+    CheckInRequest(model_version="00ff00ff00ff00ff"),
     CheckInReply(status=1, round=7, model_version="ab" * 8, codec="rotated1bit", epochs=3, batch_size=32, learning_rate=0.2, deadline_s=12.5, seed=2**62 + 5, manifest_json='{"a": 1}'),
     DownloadReply(model_version="cd" * 8, weights=bytes(range(256)) * 3, tflite=b"\x00\x01"),
-    UploadRequest(token="t", payload=b"FBUP" + bytes(100), examples=750),
+    UploadRequest(payload=b"FBUP" + bytes(100), examples=750),
     UploadReply(accepted=False, reason="stale round: payload for round 1"),
 ]
 
@@ -55,9 +55,9 @@ def test_unknown_fields_are_skipped_and_garbage_is_refused(generated):
 def test_out_of_range_integers_are_refused_when_writing():
     # A negative int used to loop forever in the varint writer.
     with pytest.raises(ProtocolError, match="out of range"):
-        UploadRequest(token="a", payload=b"x", examples=-1).to_bytes()
+        UploadRequest(payload=b"x", examples=-1).to_bytes()
     with pytest.raises(ProtocolError, match="out of range"):
-        UploadRequest(token="a", payload=b"x", examples=1 << 64).to_bytes()
+        UploadRequest(payload=b"x", examples=1 << 64).to_bytes()
 
 
 @pytest.mark.parametrize(

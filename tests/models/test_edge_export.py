@@ -13,6 +13,7 @@ from tflite_runtime.interpreter import Interpreter
 from datasets.loading import load_split
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
 from edge_runtime.manifest import Manifest
+from edge_runtime.identity import update_key
 from edge_runtime.payload import decode_update
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.export import export_for_devices
@@ -103,13 +104,15 @@ def test_device_trains_on_a_strip_and_the_server_accepts_its_payload(exported, s
     np.savez(tmp_path / "local.npz", signal=record.p_signal[:, 0], fs=360.0, r_samples=annotation.sample, labels=labels)
     # Execute
     result = device("train", "--model", str(out), "--data", str(tmp_path / "local.npz"), "--codec", "rotated1bit",
-                    "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "update.bin"), "--round", "3")
+                    "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "update.bin"), "--round", "3", "--token", "watch-7")
     # Assert
     assert result.returncode == 0, result.stderr
     manifest = Manifest.read(out / "manifest.json")
-    payload, update = decode_update((tmp_path / "update.bin").read_bytes(), layout_hash=manifest.layout_hash, length=manifest.parameters, max_norm=100.0)
+    payload, update = decode_update(
+        (tmp_path / "update.bin").read_bytes(), key=update_key("watch-7"), layout_hash=manifest.layout_hash, length=manifest.parameters, max_norm=100.0,
+    )
     assert payload.round_id == 3 and np.linalg.norm(update) > 0
-    assert (tmp_path / "state" / "local_weights.npz").is_file()
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["residual.npz"]  # what the next run reads back
 
 
 def test_device_cli_bad_input_is_one_line(exported, tmp_path):

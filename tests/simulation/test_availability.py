@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from simulation.availability import AvailabilityConfig, AvailabilityModel
+from simulation.config import SimulationConfig
 
 
 def model(**overrides) -> AvailabilityModel:
@@ -51,6 +52,7 @@ def test_rounds_are_a_function_of_seed_and_round_only():
         ({"clients_per_round": 0}, "clients_per_round must be >= 1"),
         ({"deadline_s": 0}, "deadline_s must be positive"),
         ({"min_reports_fraction": 0}, r"min_reports_fraction must be in \(0, 1\]"),
+        ({"poisson_rate": 1.5}, r"poisson_rate must be in \(0, 1\]"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -61,3 +63,26 @@ def test_config_rejects_bad_values(kwargs, message):
 def test_population_too_small_for_the_invitations():
     with pytest.raises(ValueError, match="cannot invite 26 clients per round from a population of 10"):
         AvailabilityModel(AvailabilityConfig(clients_per_round=20), client_sizes=np.ones(10), seed=0)
+
+
+def test_under_dp_each_patient_is_included_at_the_rate_the_accountant_uses():
+    # Prepare: the review's case, 22 patients and K = 11 (q = 0.5), no dropout or stragglers to hide behind
+    config = SimulationConfig(dp_noise_multiplier=1.0, clients_per_round=11, dropout=0.0, deadline_s=1e9)
+    population = 22
+    availability = AvailabilityModel(config.sampled_availability(population), client_sizes=np.full(population, 100), seed=0)
+    # Execute
+    plans = [availability.plan_round(r, epochs=1, payload_bytes=1) for r in range(1, 4001)]
+    # Assert: every patient's inclusion frequency is q (before: 0.636, over-selection kept the first K of 15)
+    inclusion = np.bincount(np.concatenate([p.reporters for p in plans]), minlength=population) / len(plans)
+    q = config.clients_per_round / population
+    assert np.abs(inclusion - q).max() < 0.03
+    sizes = np.array([p.reporters.size for p in plans])
+    assert sizes.var() == pytest.approx(population * q * (1 - q), rel=0.15)  # independent coins: binomial cohort size
+    assert sizes.max() > config.clients_per_round  # no cap at K
+
+
+def test_under_dp_dropouts_and_stragglers_only_remove_contributions():
+    availability = model(clients_per_round=50, dropout=0.2, deadline_s=2.0, poisson_rate=0.05)
+    for round_index in range(1, 50):
+        plan = availability.plan_round(round_index, epochs=5, payload_bytes=40_000)
+        assert plan.reporters.size == plan.invited.size - plan.dropped - plan.late and plan.surplus == 0

@@ -1,8 +1,8 @@
-"""`fedbeat serve` with real device processes on 127.0.0.1: rounds, faults, bad payloads, tokens, TLS."""
+"""`fedbeat serve` with real device processes on 127.0.0.1: rounds, faults, bad payloads, tokens, TLS, influence bounds."""
 from __future__ import annotations
 
-import datetime
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -21,10 +21,13 @@ from datasets.splits import default_mitdb_dir
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
 from edge_runtime.codecs import encode
+from edge_runtime.identity import bearer_metadata, device_id, update_key
 from edge_runtime.join import CoordinatorClient, JoinError
 from edge_runtime.payload import Payload, pack
-from edge_runtime.protocol import SERVICE, TASK, CheckInRequest, UploadRequest
+from edge_runtime.protocol import SERVICE, TASK, CheckInReply, CheckInRequest, UploadRequest
+from simulation.coordinator.certificates import self_signed_certificate
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.enrollment import enroll_tokens
 from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
 from tests.conftest import REPO_ROOT
@@ -60,10 +63,18 @@ def device_files(federation_dir, tmp_path_factory) -> list[Path]:
     return files
 
 
+def enrolled(directory: Path, tokens) -> str:
+    """A devices file enrolling ``tokens`` (tests choose their tokens; `fedbeat enroll` draws them)."""
+    path = directory / "devices.txt"
+    path.unlink(missing_ok=True)
+    enroll_tokens(path, list(tokens))
+    return str(path)
+
+
 def write_config(path: Path, federation_dir: Path, **fields) -> Path:
     values = {
-        "address": f"127.0.0.1:{portpicker.pick_unused_port()}", "state_dir": str(path.parent / "state"),
-        "tokens": [f"token-{i}" for i in range(10)], "revoked": ["token-9"], "rounds": 3, "clients_per_round": 6, "deadline_s": 120.0,
+        "address": f"127.0.0.1:{portpicker.pick_unused_port()}", "state_dir": str(path.parent / "state"), "insecure": True,
+        "devices_file": enrolled(path.parent, [f"token-{i}" for i in range(10)]), "revoked": [device_id("token-9")], "rounds": 3, "clients_per_round": 6, "deadline_s": 120.0,
         "codec": "uniform8", "client_learning_rate": 0.1, "dataset": "mitdb", "data_dir": str(federation_dir), **fields,
     }
     path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
@@ -82,7 +93,7 @@ def start_coordinator(config: Path, log: Path) -> subprocess.Popen:
 
 def start_device(address: str, token: str, data: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--data", str(data)],
+        [sys.executable, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--insecure", "--data", str(data)],
         stdout=subprocess.PIPE, stderr=open(log, "ab"), cwd=REPO_ROOT, text=True,
     )
 
@@ -127,7 +138,11 @@ def test_eight_devices_run_three_rounds_and_the_test_loss_falls(tmp_path, federa
     for version in versions[1:]:
         assert (tmp_path / "state" / "exports" / version / "model_int8.tflite").is_file()
     lines = (tmp_path / "coordinator.log").read_text()
-    assert "round 3: selected 8, reported 6" in lines
+    assert re.search(r"round 3: selected [678], reported 6", lines)
+    # No token material at rest or in logs: the log, the database and the devices file hold device ids only
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("coordinator.sqlite*")) + (tmp_path / "devices.txt").read_bytes()
+    assert b"token-" not in stored and "token-" not in lines
+    assert device_id("token-0").encode() in stored
 
 
 def test_killed_devices_and_a_killed_coordinator_lose_no_round(tmp_path, federation_dir, device_files):
@@ -139,23 +154,23 @@ def test_killed_devices_and_a_killed_coordinator_lose_no_round(tmp_path, federat
         big = tmp_path / "big.npz"
         np.savez(big, **{k: np.concatenate([data[k]] * 150) for k in ("beat", "log_rr", "label")})
     slow = [start_device(address_of(config), f"token-{i}", big, tmp_path / f"slow{i}.log") for i in (8, 7)]
-    wait_for(lambda: len(query(state, "SELECT token FROM selections WHERE round = 1")) == 2)
+    wait_for(lambda: len(query(state, "SELECT device FROM selections WHERE round = 1")) == 2)
     # Execute: kill -9 both mid-round, let 3 devices report, kill -9 the coordinator, restart it, 3 more devices
     for device in slow:
         device.send_signal(signal.SIGKILL)
     first = [start_device(address_of(config), f"token-{i}", device_files[i], tmp_path / f"device{i}.log") for i in range(3)]
-    wait_for(lambda: len(query(state, "SELECT token FROM updates WHERE round = 1")) == 3)
+    wait_for(lambda: len(query(state, "SELECT device FROM updates WHERE round = 1")) == 3)
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
-    accepted_before = {row[0] for row in query(state, "SELECT token FROM updates WHERE round = 1")}
+    accepted_before = {row[0] for row in query(state, "SELECT device FROM updates WHERE round = 1")}
     coordinator = start_coordinator(config, tmp_path / "coordinator.log")
     later = [start_device(address_of(config), f"token-{i}", device_files[i], tmp_path / f"device{i}.log") for i in range(3, 6)]
     assert coordinator.wait(timeout=600) == 0
     # Assert: the round completed from 6 reports, including the 3 accepted before the crash
     round_one = [r for r in metrics(state) if r["round"] == 1]
     assert len(round_one) == 1 and round_one[0]["reported"] == 6 and round_one[0]["dropped"] == 2
-    accepted = {row[0] for row in query(state, "SELECT token FROM updates WHERE round = 1")}
-    assert accepted_before == {"token-0", "token-1", "token-2"} and accepted_before < accepted
+    accepted = {row[0] for row in query(state, "SELECT device FROM updates WHERE round = 1")}
+    assert accepted_before == {device_id(f"token-{i}") for i in range(3)} and accepted_before < accepted
     for device in first + later:
         assert device.wait(timeout=60) == 0
 
@@ -164,8 +179,9 @@ def test_killed_devices_and_a_killed_coordinator_lose_no_round(tmp_path, federat
 def live_coordinator(tmp_path, federation_dir):
     """An in-process coordinator (K=2, small payload limit) and its address."""
     config = CoordinatorConfig(
-        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), tokens=("a", "b", "c", "revoked"), revoked=("revoked",), rounds=1,
-        clients_per_round=2, overselect=1.5, codec="fp16", max_payload_bytes=30_000, dataset="mitdb", data_dir=str(federation_dir), export_tflite=False,
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a", "b", "c", "revoked")), revoked=(device_id("revoked"),),
+        rounds=1, clients_per_round=2, overselect=1.5, codec="fp16", max_payload_bytes=30_000, dataset="mitdb", data_dir=str(federation_dir),
+        export_tflite=False, insecure=True,
     )
     coordinator = Coordinator(config)
     server, port = start_server(coordinator, config)
@@ -174,122 +190,221 @@ def live_coordinator(tmp_path, federation_dir):
     coordinator.close()
 
 
-def payload_for(reply, update: np.ndarray, manifest: dict, round_id: int | None = None) -> bytes:
+def payload_for(reply, update: np.ndarray, manifest: dict, token: str, round_id: int | None = None) -> bytes:
     body = encode(reply.codec, update, reply.seed)
-    return pack(Payload(reply.codec, reply.round if round_id is None else round_id, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body))
+    header = Payload(reply.codec, reply.round if round_id is None else round_id, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body)
+    return pack(header, update_key(token))
+
+
+def clients(address: str, *tokens: str, **options) -> list[CoordinatorClient]:
+    return [CoordinatorClient(address, token, insecure=True, max_retries=0, **options) for token in tokens]
 
 
 def test_bad_payloads_and_tokens_are_rejected_with_a_reason_and_the_round_completes(live_coordinator):
     coordinator, address = live_coordinator
-    client = CoordinatorClient(address, max_retries=0)
+    client_a, client_b, nobody, revoked = clients(address, "a", "b", "nobody", "revoked")
     manifest = coordinator.manifest
     update = np.random.default_rng(0).normal(0, 1e-3, manifest["parameters"]).astype(np.float32)
     # Unknown and revoked tokens
-    for token in ("nobody", "revoked"):
+    for client in (nobody, revoked):
         with pytest.raises(JoinError, match="unknown or revoked"):
-            client.call("CheckIn", CheckInRequest(token=token))
-    a = client.call("CheckIn", CheckInRequest(token="a"))
-    b = client.call("CheckIn", CheckInRequest(token="b"))
+            client.call("CheckIn", CheckInRequest())
+    a = client_a.call("CheckIn", CheckInRequest())
+    b = client_b.call("CheckIn", CheckInRequest())
     assert a.status == b.status == TASK and a.seed != b.seed
-    good_a = payload_for(a, update, manifest)
+    good_a = payload_for(a, update, manifest, "a")
     corrupted = bytearray(good_a)
     corrupted[60] ^= 0xFF
+    seed_offset = 28
+    a_under_b_seed = payload_for(a, update, manifest, "b")  # b re-signs a's update under its own key...
     rejected = {
-        "corrupted": client.call("Upload", UploadRequest(token="a", payload=bytes(corrupted), examples=100)),
-        "oversized": client.call("Upload", UploadRequest(token="a", payload=good_a + bytes(30_000), examples=100)),
-        "stale": client.call("Upload", UploadRequest(token="a", payload=payload_for(a, update, manifest, round_id=0), examples=100)),
-        "huge norm": client.call("Upload", UploadRequest(token="a", payload=payload_for(a, update * 1e6, manifest), examples=100)),
+        "corrupted": client_a.call("Upload", UploadRequest(payload=bytes(corrupted), examples=100)),
+        "stale": client_a.call("Upload", UploadRequest(payload=payload_for(a, update, manifest, "a", round_id=0), examples=100)),
+        "huge norm": client_a.call("Upload", UploadRequest(payload=payload_for(a, update * 1e6, manifest, "a"), examples=100)),
     }
-    accepted = client.call("Upload", UploadRequest(token="a", payload=good_a, examples=100))
-    rejected["duplicate"] = client.call("Upload", UploadRequest(token="a", payload=good_a, examples=100))
-    rejected["replayed by b"] = client.call("Upload", UploadRequest(token="b", payload=good_a, examples=100))
+    with pytest.raises(grpc.RpcError) as oversized:  # over the Upload size limit: refused by gRPC before anything reads it
+        client_a.call("Upload", UploadRequest(payload=good_a + bytes(30_000), examples=100))
+    assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    accepted = client_a.call("Upload", UploadRequest(payload=good_a, examples=100))
+    rejected["duplicate"] = client_a.call("Upload", UploadRequest(payload=good_a, examples=100))
+    rejected["a's payload sent by b"] = client_b.call("Upload", UploadRequest(payload=good_a, examples=100))
+    rejected["a's seed re-signed by b"] = client_b.call("Upload", UploadRequest(payload=a_under_b_seed, examples=100))
+    assert a_under_b_seed[seed_offset : seed_offset + 8] == a.seed.to_bytes(8, "little")
     # Malformed bytes straight on the wire: an error status, not a crash
     raw = grpc.insecure_channel(address).unary_unary(f"/{SERVICE}/Upload")
     with pytest.raises(grpc.RpcError) as error:
-        raw(b"\x12\xff\xff\xff\x0f", timeout=10)
+        raw(b"\x12\xff\xff\xff\x0f", timeout=10, metadata=bearer_metadata("a"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Assert: each rejection names its reason; the round completes with the two good updates
     assert accepted.accepted
     reasons = {name: reply.reason for name, reply in rejected.items()}
     assert not any(reply.accepted for reply in rejected.values())
-    assert "CRC32 mismatch" in reasons["corrupted"]
-    assert "oversized" in reasons["oversized"]
+    assert "authentication tag mismatch" in reasons["corrupted"]
     assert "stale round" in reasons["stale"]
     assert "exceeds the bound" in reasons["huge norm"]
     assert "duplicate" in reasons["duplicate"]
-    assert "replayed" in reasons["replayed by b"]
-    assert client.call("Upload", UploadRequest(token="b", payload=payload_for(b, update, manifest), examples=100)).accepted
+    assert "authentication tag mismatch" in reasons["a's payload sent by b"]
+    assert "replayed payload" in reasons["a's seed re-signed by b"]
+    assert client_b.call("Upload", UploadRequest(payload=payload_for(b, update, manifest, "b"), examples=100)).accepted
     log = metrics(Path(coordinator.config.state_dir))
     assert log[-1]["round"] == 1 and log[-1]["reported"] == 2 and log[-1]["rejected"] == len(rejected)
     assert len(coordinator.store.rejections(1)) == len(rejected)
-    client.close()
+    for client in (client_a, client_b, nobody, revoked):
+        client.close()
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert, key_path = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
-    return cert, key_path
+def test_unauthenticated_calls_are_refused_before_parsing_and_sizes_are_bounded_per_method(live_coordinator):
+    coordinator, address = live_coordinator
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 1 << 22)])
+    unknown_fields = b"".join(b"\xf8\xff\xff\xff\x0f\x01" for _ in range(4_000))  # 24 KiB of unknown varint fields, under the Upload limit
+    calls = {method: channel.unary_unary(f"/{SERVICE}/{method}") for method in ("CheckIn", "Upload")}
+    parsed = []
+    original = CheckInRequest.from_bytes.__func__
+    CheckInRequest.from_bytes = classmethod(lambda cls, raw: parsed.append(len(raw)) or original(cls, raw))
+    try:
+        # No token, and a token that is not enrolled: UNAUTHENTICATED, and the body is never parsed
+        for metadata in (None, bearer_metadata("nobody")):
+            with pytest.raises(grpc.RpcError) as error:
+                calls["CheckIn"](unknown_fields, timeout=10, metadata=metadata)
+            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert parsed == []
+        # An enrolled device's CheckIn is small: a large one is refused by size before parsing
+        with pytest.raises(grpc.RpcError) as error:
+            calls["CheckIn"](unknown_fields[:6000], timeout=10, metadata=bearer_metadata("a"))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and parsed == []
+        assert CheckInReply.from_bytes(calls["CheckIn"](b"", timeout=10, metadata=bearer_metadata("a"))).status == TASK  # a normal call works
+        assert parsed == [0]
+    finally:
+        CheckInRequest.from_bytes = classmethod(original)
+    # An Upload above the payload limit (+ framing) is refused whole
+    with pytest.raises(grpc.RpcError) as error:
+        calls["Upload"](bytes(coordinator.config.max_payload_bytes + 1000), timeout=10, metadata=bearer_metadata("a"))
+    assert error.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,)
+    channel.close()
 
 
 def test_tls_devices_connect_and_plaintext_ones_cannot(tmp_path, federation_dir):
     cert, key = self_signed_certificate(tmp_path)
     port = portpicker.pick_unused_port()
     config = CoordinatorConfig(
-        address=f"localhost:{port}", state_dir=str(tmp_path / "state"), tokens=("a",), rounds=1, clients_per_round=1,
+        address=f"localhost:{port}", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a",)), rounds=1, clients_per_round=1,
         tls_cert=str(cert), tls_key=str(key), dataset="mitdb", data_dir=str(federation_dir), export_tflite=False,
     )
     coordinator = Coordinator(config)
     server, _ = start_server(coordinator, config)
     try:
-        secure = CoordinatorClient(f"localhost:{port}", tls_ca=cert, max_retries=0)
-        assert secure.call("CheckIn", CheckInRequest(token="a")).status == TASK
-        plaintext = CoordinatorClient(f"localhost:{port}", max_retries=0, timeout_s=5)
+        secure = CoordinatorClient(f"localhost:{port}", "a", tls_ca=cert, max_retries=0)
+        assert secure.call("CheckIn", CheckInRequest()).status == TASK
+        (plaintext,) = clients(f"localhost:{port}", "a", timeout_s=5)
         with pytest.raises(grpc.RpcError):
-            plaintext.call("CheckIn", CheckInRequest(token="a"))
+            plaintext.call("CheckIn", CheckInRequest())
+        # A device pinned to another certificate refuses this coordinator (a man in the middle's, say)
+        other, _ = self_signed_certificate(tmp_path / "other")
+        impostor_pinned = CoordinatorClient(f"localhost:{port}", "a", tls_ca=other, max_retries=0, timeout_s=5)
+        with pytest.raises(grpc.RpcError) as error:
+            impostor_pinned.call("CheckIn", CheckInRequest())
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=0)
+        coordinator.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "TLS is required"),
+        ({"insecure": True, "address": "0.0.0.0:50051"}, "only allowed on a loopback address"),
+        ({"insecure": True, "address": "coordinator.example:50051"}, "only allowed on a loopback address"),
+    ],
+)
+def test_plaintext_is_refused_unless_asked_for_on_loopback(tmp_path, fields, message):
+    with pytest.raises(ValueError, match=message):
+        CoordinatorConfig(devices_file=enrolled(tmp_path, ("a",)), **fields)
+    with pytest.raises(JoinError, match="no --tls-ca"):
+        CoordinatorClient("127.0.0.1:1", "a")
+
+
+def run_round(coordinator: Coordinator, address: str, uploads: dict[str, tuple[np.ndarray, int]]) -> None:
+    """Each token checks in and uploads its (update, examples); the last upload closes the round."""
+    for token, (update, examples) in uploads.items():
+        (client,) = clients(address, token)
+        reply = client.call("CheckIn", CheckInRequest())
+        assert reply.status == TASK, token
+        assert client.call("Upload", UploadRequest(payload=payload_for(reply, update, coordinator.manifest, token), examples=examples)).accepted
+        client.close()
+
+
+def test_one_device_claiming_many_examples_weighs_no_more_than_a_typical_one(tmp_path, federation_dir):
+    # Prepare: seven honest devices (1,200 examples, small updates) and one claiming 10,000 with an update near the norm bound
+    honest = [f"h{i}" for i in range(7)]
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, [*honest, "attacker"]), rounds=1,
+        clients_per_round=8, overselect=1.0, codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, insecure=True,
+    )
+    coordinator = Coordinator(config)
+    server, port = start_server(coordinator, config)
+    try:
+        size = coordinator.manifest["parameters"]
+        rng = np.random.default_rng(0)
+        direction = rng.normal(size=size)
+        direction /= np.linalg.norm(direction)
+        attack = (direction * 0.95 * config.max_update_norm).astype(np.float32)
+        uploads = {token: (rng.normal(0, 1e-3, size).astype(np.float32), 1200) for token in honest}
+        before = coordinator.store.latest_model()[1]
+        run_round(coordinator, f"127.0.0.1:{port}", {**uploads, "attacker": (attack, 10_000)})
+        # Assert: the attacker's share of the mean is 1/8 (equal to an honest device's), not 10,000/18,400 = 54 %
+        moved = coordinator.store.latest_model()[1].astype(np.float64) - before
+        share = float(moved @ direction) / float(np.linalg.norm(attack))
+        assert share == pytest.approx(1 / 8, abs=0.01)
     finally:
         server.stop(grace=0)
         coordinator.close()
 
 
 def test_central_dp_clips_each_update_and_accounts_epsilon(tmp_path, federation_dir):
-    # Prepare: K=2, clip 0.01, negligible noise; one device sends an update of norm 1, the other zeros
+    # Prepare: q = K / devices = 1 so both devices are sampled; clip 0.01, negligible noise
     config = CoordinatorConfig(
-        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), tokens=("a", "b", "c", "d"), rounds=1, clients_per_round=2, overselect=1.0,
-        codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, dp_noise_multiplier=1e-9, dp_clip=0.01,
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a", "b")), rounds=1, clients_per_round=2,
+        codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, dp_noise_multiplier=1e-9, dp_clip=0.01, insecure=True,
     )
     coordinator = Coordinator(config)
     server, port = start_server(coordinator, config)
     try:
-        client = CoordinatorClient(f"127.0.0.1:{port}", max_retries=0)
         before = coordinator.store.latest_model()[1]
         size = coordinator.manifest["parameters"]
         big = np.full(size, 1.0 / np.sqrt(size), np.float32)
-        for token, update in (("a", big), ("b", np.zeros(size, np.float32))):
-            reply = client.call("CheckIn", CheckInRequest(token=token))
-            assert client.call("Upload", UploadRequest(token=token, payload=payload_for(reply, update, coordinator.manifest), examples=5000)).accepted
+        run_round(coordinator, f"127.0.0.1:{port}", {"a": (big, 5000), "b": (np.zeros(size, np.float32), 5)})
         # Assert: the model moved by clip / K, not by the update's norm 1 / 2 (and example counts did not weight it)
         moved = np.linalg.norm(coordinator.store.latest_model()[1] - before)
         assert moved == pytest.approx(0.01 / 2, rel=1e-2)
         log = metrics(Path(config.state_dir))
         assert log[-1]["round"] == 1 and log[-1]["epsilon"] > 0
-        client.close()
     finally:
         server.stop(grace=0)
+        coordinator.close()
+
+
+def test_under_dp_participation_is_a_secret_coin_per_device_not_first_come(tmp_path, federation_dir):
+    # Prepare: 40 enrolled devices, K = 10: q = 0.25; every device checks in every round (always online)
+    tokens = [f"d{i}" for i in range(40)]
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, tokens), rounds=1, clients_per_round=10,
+        codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, dp_noise_multiplier=1.0, insecure=True,
+    )
+    coordinator = Coordinator(config)
+    try:
+        # Execute: draw 400 rounds' participants the way the coordinator opens a round
+        drawn = [set(coordinator._next_round(r, "v")[3]) for r in range(400)]
+        # Assert: each device is in about q of the rounds, independently (binomial sizes), whatever its check-in order
+        inclusion = np.array([sum(device_id(t) in d for d in drawn) for t in tokens]) / len(drawn)
+        assert np.abs(inclusion - 0.25).max() < 0.09 and inclusion.mean() == pytest.approx(0.25, abs=0.02)
+        assert np.var([len(d) for d in drawn]) == pytest.approx(40 * 0.25 * 0.75, rel=0.3)
+        # And a device not drawn for the open round is told to wait, however early it checks in
+        sampled = coordinator.store.selected(1)
+        outsider = next(t for t in tokens if device_id(t) not in sampled)
+        assert coordinator.check_in(device_id(outsider)).status != TASK
+        if sampled:
+            insider = next(t for t in tokens if device_id(t) in sampled)
+            assert coordinator.check_in(device_id(insider)).status == TASK
+    finally:
         coordinator.close()

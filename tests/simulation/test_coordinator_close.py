@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.enrollment import enroll_tokens
 from simulation.coordinator.rounds import FAILPOINT_ENV, Coordinator
 from tests.conftest import REPO_ROOT
 
@@ -20,17 +21,18 @@ DEVICE_ROUND = """
 import json, sys
 import numpy as np
 from edge_runtime.codecs import encode
+from edge_runtime.identity import device_id, update_key
 from edge_runtime.payload import Payload, pack
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.rounds import Coordinator
 
 coordinator = Coordinator(CoordinatorConfig(**json.loads(sys.argv[1])))
 for token, value in json.loads(sys.argv[2]).items():
-    reply = coordinator.check_in(token)
+    reply = coordinator.check_in(device_id(token))
     update = np.full(coordinator.manifest["parameters"], value, np.float32)
     body = encode(reply.codec, update, reply.seed)
-    payload = pack(Payload(reply.codec, reply.round, reply.model_version, coordinator.manifest["layout_hash"], reply.seed, update.size, body))
-    assert coordinator.upload(token, payload, 100).accepted
+    header = Payload(reply.codec, reply.round, reply.model_version, coordinator.manifest["layout_hash"], reply.seed, update.size, body)
+    assert coordinator.upload(device_id(token), pack(header, update_key(token)), 100).accepted
 coordinator.close()
 """
 
@@ -43,9 +45,10 @@ def rows(state, sql: str) -> list[tuple]:
 @pytest.mark.parametrize("failpoint", ["none", "close:before-commit", "close:after-commit", "close:after-metrics"])
 def test_a_kill_anywhere_in_close_applies_the_round_exactly_once(synthetic_dir, tmp_path, failpoint):
     # Prepare: two devices, K = 2, so the second upload closes round 1
+    enroll_tokens(tmp_path / "devices.txt", list(UPDATES))
     config = CoordinatorConfig(
-        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), tokens=tuple(UPDATES), rounds=2, clients_per_round=2, overselect=1.0,
-        codec="fp16", dataset="mitdb", data_dir=str(synthetic_dir), export_tflite=True,
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=str(tmp_path / "devices.txt"), rounds=2, clients_per_round=2,
+        overselect=1.0, codec="fp16", dataset="mitdb", data_dir=str(synthetic_dir), export_tflite=True, insecure=True,
     )
     fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
     # Execute: the round in a process that dies (os._exit, as kill -9) at the failpoint, then a restart, twice

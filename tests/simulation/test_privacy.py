@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
-from simulation.config import SimulationConfig
+from datasets.loading import load_split
+from models.beat_classifier import class_weights
+from simulation.config import SimulationConfig, load_config
 from simulation.privacy import dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
+from simulation.runner import public_reference, synthetic_data_dir
 from simulation.tff_runtime import LocalTffRuntime
 from tests.simulation.test_runner import fedbeat, write_config
 
@@ -112,6 +115,10 @@ def test_dp_run_reports_the_epsilon_dp_accounting_gives(tmp_path):
     epsilons = [json.loads(line)["epsilon"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert epsilons == sorted(epsilons) and epsilons[-1] == pytest.approx(privacy["epsilon"])
     assert privacy["clip"]["mode"] == "adaptive" and privacy["clip"]["last"] > 0
+    # Nothing un-noised about the clients leaves: no per-round train loss, class weights from public data
+    assert not any("train_loss" in json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    assert summary["class_weights"] == pytest.approx(class_weights(public_reference().labels).tolist())
+    assert summary["class_weights"] != pytest.approx(class_weights(load_split(synthetic_data_dir(load_config(config, {})), "DS1").labels).tolist())
 
 
 @pytest.mark.slow
