@@ -1,15 +1,16 @@
 """One builder per federated algorithm, each composed by TFF's learning templates.
 
-``build_fedavg`` (McMahan et al. 2017), ``build_fedprox`` (Li et al. 2020, proximal term
-on the client) and ``build_fedadam`` (Reddi et al. 2021, Adam as the server optimizer) all
-return a ``tff.learning.templates.LearningProcess``; aggregation stages (compression, DP)
-plug in through ``model_aggregator``. These are the plain per-watch path (one TFF client per
-watch, Keras model through ``from_keras_model``); ``simulation/vectorised.py`` composes the
-same algorithms with shards of watches as TFF clients.
+``build_fedavg`` (McMahan et al. 2017) and ``build_fedadam`` (Reddi et al. 2021, Adam as the
+server optimizer) return a ``tff.learning.templates.LearningProcess``; aggregation stages
+(compression, DP) plug in through ``model_aggregator``. These are the plain per-watch path
+(one TFF client per watch, Keras model through ``from_keras_model``);
+``simulation/vectorised.py`` composes the same algorithms, and FedProx (Li et al. 2020), with
+shards of watches as TFF clients.
 
-TFF 0.87's FedProx adds ``mu * (w0 - w)`` to the gradient (the sign of
-``proximal_client_work``), which pushes weights away from the global model; the vectorised
-path uses the paper's ``mu * (w - w0)``.
+FedProx runs on the vectorised path only: TFF 0.87's ``build_weighted_fed_prox`` adds
+``mu * (w0 - w)`` to the gradient (the sign of its ``proximal_client_work``), which pushes
+weights away from the global model; the vectorised path uses the paper's ``mu * (w - w0)``,
+and ``SimulationConfig`` refuses FedProx on the plain path.
 """
 from __future__ import annotations
 
@@ -33,17 +34,6 @@ def server_optimizer(algorithm: str, learning_rate: float) -> tff.learning.optim
 def build_fedavg(model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 1.0, model_aggregator=None, loop_implementation=FAST_LOOP):
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=server_optimizer("fedavg", server_learning_rate),
-        model_aggregator=model_aggregator,
-        loop_implementation=loop_implementation,
-    )
-
-
-def build_fedprox(model_fn: ModelFn, *, client_learning_rate: float, proximal_strength: float, server_learning_rate: float = 1.0, model_aggregator=None, loop_implementation=FAST_LOOP):
-    return tff.learning.algorithms.build_weighted_fed_prox(
-        model_fn,
-        proximal_strength=proximal_strength,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
         server_optimizer_fn=server_optimizer("fedavg", server_learning_rate),
         model_aggregator=model_aggregator,

@@ -69,6 +69,11 @@ class SimulationConfig:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.client_path not in CLIENT_PATHS:
             raise ValueError(f"client_path must be one of {', '.join(CLIENT_PATHS)}, got {self.client_path!r}")
+        if self.algorithm == "fedprox" and self.client_path == "plain":
+            raise ValueError(
+                "fedprox runs on the vectorised client path only: TFF 0.87's FedProx (the plain path) adds mu * (w0 - w), "
+                "the opposite of the paper's proximal term; drop --client-path plain"
+            )
         object.__setattr__(self, "worker_addresses", tuple(parse_worker_address(a) for a in self.worker_addresses))
         if self.worker_addresses and self.workers != 1:
             raise ValueError("give either workers (local worker processes) or worker_addresses (running workers), not both")

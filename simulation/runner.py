@@ -29,7 +29,7 @@ from edge_runtime.codecs import encode
 from edge_runtime.payload import Payload, pack
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.edge_trainable import weight_layout
-from simulation.algorithms import build_fedadam, build_fedavg, build_fedprox, server_optimizer
+from simulation.algorithms import build_fedadam, build_fedavg, server_optimizer
 from simulation.availability import AvailabilityModel
 from simulation.compression import CompressedMeanFactory
 from simulation.config import ConfigError, SimulationConfig
@@ -174,8 +174,6 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
         "server_learning_rate": server_lr,
         "model_aggregator": CompressedMeanFactory(config.compression, inner=aggregator) if config.compression else aggregator,
     }
-    if config.algorithm == "fedprox":
-        return build_fedprox(model_fn, proximal_strength=config.proximal_strength, **common)
     if config.algorithm == "fedadam":
         return build_fedadam(model_fn, **common)
     return build_fedavg(model_fn, **common)

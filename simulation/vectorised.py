@@ -51,10 +51,13 @@ def _train_shard(element: dict, initial: list[tf.Tensor], *, names: list[str], l
             per_watch = tf.reduce_sum(per_example, axis=1) / tf.maximum(tf.reduce_sum(valid, axis=1), 1.0)
             total = tf.reduce_sum(per_watch)
         gradients = tape.gradient(total, weights)
+        # A watch whose batches ran out takes no step: the data gradient is already 0 there, and
+        # the proximal term must be too, else a watch's update depends on its shard mates.
+        stepping = tf.cast(tf.reduce_sum(valid, axis=1) > 0, tf.float32)
         updated = []
         for w, g, w0 in zip(weights, gradients, start):
             if proximal_strength:
-                g = g + proximal_strength * (w - w0)
+                g = g + proximal_strength * (w - w0) * tf.reshape(stepping, [-1] + [1] * (len(w.shape) - 1))
             updated.append(w - learning_rate * g)
         return (s + 1, loss_sum + tf.reduce_sum(per_example), *updated)
 

@@ -71,3 +71,40 @@ def test_two_local_workers_give_the_same_model_as_one(tmp_path):
     assert json.loads(two.stdout)["model_sha256"] == json.loads(one.stdout)["model_sha256"]
     assert worker_pids() <= before  # both workers stopped
     assert (tmp_path / "two" / "tff_worker.log").is_file()
+
+
+@pytest.mark.parametrize("proximal_strength", [0.0, 2.0])  # FedAvg and FedAdam share the client step (0); FedProx adds mu
+def test_a_watchs_update_does_not_depend_on_its_shard_mates(synthetic_dir, proximal_strength):
+    # Prepare: a 40-beat watch (2 epochs: 3 steps of 32) alone, and sharded with a 300-beat watch (19 steps)
+    from datasets.loading import load_split
+    from models.edge_trainable import weight_layout
+    from simulation.shards import build_shard, local_orders
+    from simulation.vectorised import _train_shard
+
+    table = load_split(synthetic_dir, "DS1", progress=False)
+    small, big = np.arange(40), np.arange(100, 400)
+    orders = local_orders(np.array([40, 300]), epochs=2, rng=np.random.default_rng(0))
+    model = build_beat_classifier(seed=0)
+    names = [name for name, _ in weight_layout(model)]
+    initial = [tf.constant(w) for w in model.get_weights()]
+
+    def trained_small(beats, watch_orders) -> list[np.ndarray]:
+        element = {k: tf.constant(v) for k, v in build_shard(table, beats, watch_orders, batch_size=32).items()}
+        _, trained, _, _ = _train_shard(
+            element, initial, names=names, loss_weights=tf.ones(5), learning_rate=0.2, proximal_strength=proximal_strength,
+        )
+        return [w[0].numpy() for w in trained]
+
+    # Execute
+    alone = trained_small([small], orders[:1])
+    sharded = trained_small([small, big], orders)
+    # Assert: identical up to float rounding (before the mask: mu 2 kept pulling the small watch for 16 padded steps)
+    moved = max(np.abs(a - w).max() for a, w in zip(alone, model.get_weights()))
+    assert moved > 1e-3
+    for a, b in zip(alone, sharded):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fedprox_on_the_plain_path_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="fedprox runs on the vectorised client path only"):
+        SimulationConfig(algorithm="fedprox", client_path="plain")
