@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from datasets.beat_table import BeatTable
+from datasets.splits import person_of
 
 SCHEMES = ("patient", "quantity", "dirichlet")
 
@@ -134,7 +135,7 @@ def _dirichlet_label_skew(table: BeatTable, config: PartitionConfig, rng: np.ran
 
 
 def population_summary(population: ClientPopulation, table: BeatTable, test_patients: tuple[str, ...]) -> dict:
-    """The partition's audit: who is where, how big clients are, and test-patient leakage."""
+    """The partition's audit: who is where, how big clients are, and test-patient leakage (by person, not record name)."""
     client_of_beat = np.repeat(np.arange(len(population)), population.sizes())
     patient_of_beat = table.patient[population.indices]
     pairs = np.unique(np.stack([client_of_beat, patient_of_beat]), axis=1)
@@ -145,6 +146,6 @@ def population_summary(population: ClientPopulation, table: BeatTable, test_pati
         "clients": len(population),
         "patients": len(used_patients),
         "max_patients_per_client": int(patients_per_client.max()),
-        "test_patients_in_train": len(used_patients & set(test_patients)),
+        "test_patients_in_train": len({person_of(p) for p in used_patients} & {person_of(p) for p in test_patients}),
         "examples_per_client": {"min": int(sizes.min()), "median": int(np.median(sizes)), "max": int(sizes.max())},
     }

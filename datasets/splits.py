@@ -1,7 +1,10 @@
 """Which records train and which test: the de Chazal inter-patient split.
 
 Mixing one patient's beats across training and test inflates accuracy by learning the
-patient, not the arrhythmia (de Chazal et al. 2004), so splits are by record (patient).
+patient, not the arrhythmia (de Chazal et al. 2004), so splits are by person. Records are
+not people: MIT-BIH records 201 and 202 come from the same man (PhysioNet's record notes),
+201 in de Chazal's DS1 and 202 in DS2, so training uses DS1 without 201 and DS2 stays the
+published test set.
 """
 from __future__ import annotations
 
@@ -18,6 +21,19 @@ DS2: tuple[str, ...] = tuple(
 )
 PACED: tuple[str, ...] = ("102", "104", "107", "217")
 """Paced records: excluded, as in the AAMI recommended practice."""
+SAME_PERSON: dict[str, str] = {"201": "202"}
+"""Records of one person, mapped to the record that names that person."""
+
+
+def person_of(record: str) -> str:
+    """The person a record belongs to (its own name unless listed in ``SAME_PERSON``)."""
+    return SAME_PERSON.get(record, record)
+
+
+def without_people_of(records: tuple[str, ...], others: tuple[str, ...]) -> tuple[str, ...]:
+    """``records`` minus those whose person also appears in ``others``."""
+    excluded = {person_of(r) for r in others}
+    return tuple(r for r in records if person_of(r) not in excluded)
 
 DATA_ENV = "FEDBEAT_DATA"
 SPLITS = ("DS1", "DS2")
@@ -49,7 +65,7 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 
 def split_records(data_dir: Path) -> dict[str, tuple[str, ...]]:
-    """{"DS1": train records, "DS2": test records} for a WFDB directory.
+    """{"DS1": train records, "DS2": test records} for a WFDB directory (no person in both).
 
     A MIT-BIH directory (any de Chazal record present) must hold all 44 records; a partial
     download would silently change every number. Any other directory (the synthetic
@@ -61,7 +77,7 @@ def split_records(data_dir: Path) -> dict[str, tuple[str, ...]]:
         missing = sorted(mitdb - set(present))
         if missing:
             raise RecordFormatError(f"{data_dir}: MIT-BIH directory lacks records {' '.join(missing)}")
-        return {"DS1": DS1, "DS2": DS2}
+        return {"DS1": without_people_of(DS1, DS2), "DS2": DS2}
     records = [name for name in present if name not in PACED]
     if len(records) < 2:
         raise RecordFormatError(f"{data_dir}: need at least 2 records to split into DS1 and DS2, found {len(records)}")

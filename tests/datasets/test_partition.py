@@ -8,7 +8,9 @@ import pytest
 
 from datasets.loading import load_split
 from datasets.partition import ClientPopulation, PartitionConfig, partition, population_summary
-from datasets.splits import DS2
+from datasets.loading import load_record_beats
+from datasets.splits import DS2, person_of, split_records
+from edge_runtime.beats import BeatSpec
 from simulation.cli import main
 
 
@@ -20,7 +22,7 @@ def ds1(mitdb):
 def test_cli_deals_2000_single_patient_watches_from_mitdb(mitdb, capsys):
     assert main(["data", "partition", "--data-dir", str(mitdb), "--scheme", "patient", "--clients", "2000", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["clients"] == 2000 and summary["patients"] == 22
+    assert summary["clients"] == 2000 and summary["patients"] == 21  # DS1 without 201, the person of DS2's 202
     assert summary["max_patients_per_client"] == 1
     assert summary["test_patients_in_train"] == 0
     sizes = summary["examples_per_client"]
@@ -79,6 +81,18 @@ def test_leakage_audit_counts_test_patients(ds1):
     population = partition(ds1, PartitionConfig(clients=100, seed=0))
     summary = population_summary(population, ds1, test_patients=("101", "106", "999"))
     assert summary["test_patients_in_train"] == 2
+
+
+def test_the_audit_works_on_people_and_training_never_holds_a_test_person(mitdb):
+    # Records 201 (de Chazal DS1) and 202 (DS2) are one man: training must not hold 201
+    assert person_of("201") == person_of("202")
+    splits = split_records(mitdb)
+    assert "201" not in splits["DS1"] and "202" in splits["DS2"]
+    assert not {person_of(r) for r in splits["DS1"]} & {person_of(r) for r in splits["DS2"]}
+    # Training on record 201 is caught as leakage of test person 202, although no record name is shared
+    table = load_record_beats(mitdb / "201", BeatSpec())
+    population = partition(table, PartitionConfig(clients=5, seed=0))
+    assert population_summary(population, table, test_patients=DS2)["test_patients_in_train"] == 1
 
 
 @pytest.mark.parametrize(

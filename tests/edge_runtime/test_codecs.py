@@ -28,8 +28,10 @@ def test_size_and_error(update, codec, max_bytes, max_nmse):
     assert nmse(update, decode(codec, body, LENGTH, seed=5)) < max_nmse
 
 
-def test_rotated_one_bit_is_25x_smaller_than_fp32(update):
-    assert update.nbytes / len(encode("rotated1bit", update, seed=1)) >= 25
+def test_rotated_one_bit_is_unbiased_over_seeds(update):
+    # Each decode is noisy (nmse up to 0.6) but the server averages many: the mean must be the update
+    mean = np.mean([decode("rotated1bit", encode("rotated1bit", update, seed=s), LENGTH, seed=s) for s in range(300)], axis=0)
+    assert nmse(update, mean) < 0.01
 
 
 def test_walsh_hadamard_is_orthonormal_and_self_inverse():
@@ -52,13 +54,19 @@ def test_same_seed_same_bytes_for_stochastic_codecs(update):
 
 
 def test_topk_error_feedback_sends_everything_eventually(update):
+    # The same update every round: with feedback the average of what was sent approaches it;
+    # without, top-k sends the same coordinates forever and most of the update never arrives
+    rounds = 200  # top-k sends 1 % of coordinates a round
     feedback = ErrorFeedback(LENGTH)
-    sent = np.zeros(LENGTH)
-    for seed in range(5):
+    with_feedback, without = np.zeros(LENGTH), np.zeros(LENGTH)
+    for seed in range(rounds):
         body = feedback.encode("topk", update, seed)
         assert len(body) == 6 * topk_count(LENGTH)
-        sent += decode("topk", body, LENGTH, seed)
-    np.testing.assert_allclose(sent + feedback.residual, 5 * update, atol=1e-4)
+        with_feedback += decode("topk", body, LENGTH, seed) / rounds
+        without += decode("topk", encode("topk", update, seed), LENGTH, seed) / rounds
+    assert nmse(update, with_feedback) < 0.1
+    assert nmse(update, without) > 0.5
+    assert np.linalg.norm(feedback.residual) < 60 * np.linalg.norm(update)  # bounded: it levels off near 45x at k = 1 %
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))

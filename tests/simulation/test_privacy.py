@@ -53,13 +53,20 @@ def test_noise_std_is_noise_multiplier_times_clip_over_clients(tff_context):
     assert np.std(mean) == pytest.approx(expected, rel=0.1)  # 1000 draws: ~2 % standard error
 
 
-def test_secure_aggregation_gives_the_plain_mean_up_to_quantization(tff_context):
+def test_secure_aggregation_is_the_plain_mean_only_below_its_clip(tff_context):
+    # Updates of norm ~0.32, under TFF's secure aggregator's clip: the plain mean up to quantization
     rng = np.random.default_rng(1)
     values = [rng.normal(0, 0.01, 1000) for _ in range(6)]
     plain = aggregate(tff.aggregators.MeanFactory(), values)
     secure = aggregate(secure_mean_aggregator(), values)
     np.testing.assert_allclose(secure, plain, atol=1e-4)
     assert np.abs(plain).max() > 1e-3  # the comparison is not between zeros
+    # One update of norm 2 (above the clip): it is clipped, so the result is not the plain mean
+    values[0] = values[0] / np.linalg.norm(values[0]) * 2.0
+    plain = aggregate(tff.aggregators.MeanFactory(), values)
+    secure = aggregate(secure_mean_aggregator(), values)
+    assert np.linalg.norm(secure - plain) / np.linalg.norm(plain) > 0.2
+    assert np.linalg.norm(secure) < np.linalg.norm(plain)
 
 
 def test_secure_sum_with_dp_clips_and_adds_the_same_noise_scale(tff_context):
@@ -68,10 +75,27 @@ def test_secure_sum_with_dp_clips_and_adds_the_same_noise_scale(tff_context):
     assert np.std(mean) == pytest.approx(2.0 * 0.1 / 4, rel=0.1)
 
 
-def test_epsilon_matches_dp_accounting_and_target_epsilon_inverts_it():
-    reference = dp_accounting.rdp.RdpAccountant()
-    reference.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.1)), 500))
-    assert dp_epsilon(noise_multiplier=1.1, sampling_rate=0.01, rounds=500, delta=1e-5) == pytest.approx(reference.get_epsilon(1e-5))
+def exact_gaussian_epsilon(sigma: float, delta: float) -> float:
+    """The tight epsilon of one Gaussian mechanism of sensitivity 1 (Balle & Wang 2018, Theorem 8)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def delta_of(epsilon: float) -> float:
+        return norm.cdf(-epsilon * sigma + 1 / (2 * sigma)) - np.exp(epsilon) * norm.cdf(-epsilon * sigma - 1 / (2 * sigma))
+
+    return brentq(lambda epsilon: delta_of(epsilon) - delta, 0.0, 100.0)
+
+
+def test_epsilon_is_a_sound_and_useful_bound_and_target_epsilon_inverts_it():
+    # Without sampling, T Gaussian releases of noise z compose exactly into one of noise z / sqrt(T):
+    # the accountant's epsilon must be above that tight value (sound) and not far above (useful)
+    for z, rounds in ((1.0, 10), (2.0, 100), (5.0, 500)):
+        exact = exact_gaussian_epsilon(z / np.sqrt(rounds), 1e-5)
+        accounted = dp_epsilon(noise_multiplier=z, sampling_rate=1.0, rounds=rounds, delta=1e-5)
+        assert exact <= accounted <= 1.3 * exact, (z, rounds, exact, accounted)
+    # Sampling amplifies: at q = 1 % the same releases cost far less, and epsilon grows with rounds
+    assert dp_epsilon(noise_multiplier=1.1, sampling_rate=0.01, rounds=500, delta=1e-5) < 0.2 * dp_epsilon(noise_multiplier=1.1, sampling_rate=1.0, rounds=500, delta=1e-5)
+    assert dp_epsilon(noise_multiplier=1.1, sampling_rate=0.01, rounds=100, delta=1e-5) < dp_epsilon(noise_multiplier=1.1, sampling_rate=0.01, rounds=500, delta=1e-5)
     noise = noise_for_epsilon(3.0, sampling_rate=0.01, rounds=500, delta=1e-5)
     assert dp_epsilon(noise_multiplier=noise, sampling_rate=0.01, rounds=500, delta=1e-5) == pytest.approx(3.0, rel=1e-3)
     assert dp_epsilon(noise_multiplier=noise * 0.9, sampling_rate=0.01, rounds=500, delta=1e-5) > 3.0
