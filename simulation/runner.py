@@ -308,7 +308,8 @@ def upload_bytes(codec: str | None, parameters: int) -> int:
     """What one watch uploads per round (stragglers' upload time): the FBUP payload of its codec."""
     if codec is None:
         return 4 * parameters
-    return len(pack(Payload(codec, 0, "00" * 8, "00" * 8, 0, parameters, encode(codec, np.ones(parameters, np.float32), 0))))
+    body = encode(codec, np.ones(parameters, np.float32), 0)
+    return len(pack(Payload(codec, 0, "00" * 8, "00" * 8, 0, parameters, body), key=bytes(32)))
 
 
 def _truncate_metrics(path: Path, last_round: int) -> None:

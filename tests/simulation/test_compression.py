@@ -45,3 +45,18 @@ def test_tf_roundtrip_equals_device_decode_of_device_encode(update, codec):
 def test_unknown_codec_is_refused():
     with pytest.raises(ValueError, match="unknown codec 'gzip'"):
         compression.CompressedMeanFactory("gzip")
+
+
+@pytest.mark.parametrize("codec", [None, *sorted(device.CODECS)])
+def test_stragglers_upload_what_their_codec_sends(update, codec):
+    # The availability model's upload time uses the bytes a watch really sends for the run's codec
+    from edge_runtime.identity import update_key
+    from edge_runtime.payload import Payload, pack
+    from simulation.runner import upload_bytes
+
+    if codec is None:
+        assert upload_bytes(None, LENGTH) == update.nbytes
+        return
+    sent = pack(Payload(codec, 9, "00" * 8, "00" * 8, 5, LENGTH, device.encode(codec, update, 5)), update_key("w"))
+    assert upload_bytes(codec, LENGTH) == len(sent)
+    assert upload_bytes("rotated1bit", LENGTH) < update.nbytes / 20

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -406,5 +407,31 @@ def test_under_dp_participation_is_a_secret_coin_per_device_not_first_come(tmp_p
         if sampled:
             insider = next(t for t in tokens if device_id(t) in sampled)
             assert coordinator.check_in(device_id(insider)).status == TASK
+    finally:
+        coordinator.close()
+
+
+def test_a_slow_evaluation_of_a_closed_round_does_not_block_devices(tmp_path, federation_dir, monkeypatch):
+    # Prepare: K = 1, and evaluating the new model takes 3 s
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a", "b")), rounds=2, clients_per_round=1,
+        overselect=1.0, codec="fp16", dataset="mitdb", data_dir=str(federation_dir), export_tflite=False, insecure=True,
+    )
+    coordinator = Coordinator(config)
+    evaluate = coordinator._evaluate
+    monkeypatch.setattr(coordinator, "_evaluate", lambda weights: time.sleep(3) or evaluate(weights))
+    try:
+        reply = coordinator.check_in(device_id("a"))
+        payload = payload_for(reply, np.zeros(coordinator.manifest["parameters"], np.float32), coordinator.manifest, "a")
+        # Execute: a's upload closes round 1 (and evaluates, 3 s) while b checks in for round 2
+        closer = threading.Thread(target=coordinator.upload, args=(device_id("a"), payload, 10))
+        closer.start()
+        wait_for(lambda: coordinator.store.current_round() is not None and coordinator.store.current_round()[0] == 2, timeout=10)
+        started = time.monotonic()
+        b = coordinator.check_in(device_id("b"))
+        answered = time.monotonic() - started
+        closer.join()
+        # Assert: b got round 2's task at once, not after the evaluation
+        assert b.status == TASK and b.round == 2 and answered < 1.0
     finally:
         coordinator.close()
