@@ -93,8 +93,9 @@ def start_coordinator(config: Path, log: Path) -> subprocess.Popen:
 
 
 def start_device(address: str, token: str, data: Path, log: Path) -> subprocess.Popen:
+    state = log.with_suffix(".state")
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--insecure", "--data", str(data)],
+        [sys.executable, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--insecure", "--data", str(data), "--state-dir", str(state)],
         stdout=subprocess.PIPE, stderr=open(log, "ab"), cwd=REPO_ROOT, text=True,
     )
 
@@ -138,6 +139,10 @@ def test_eight_devices_run_three_rounds_and_the_test_loss_falls(tmp_path, federa
     assert log[-1]["eval"]["loss"] < log[0]["eval"]["loss"]
     for version in versions[1:]:
         assert (tmp_path / "state" / "exports" / version / "model_int8.tflite").is_file()
+    # Each device kept its error-feedback residual (what its codec has not sent yet) across rounds
+    for i in range(len(device_files)):
+        with np.load(tmp_path / f"device{i}.state" / "residual.npz") as residual:
+            assert 0 < np.linalg.norm(residual["weights"]) < 1.0
     lines = (tmp_path / "coordinator.log").read_text()
     assert re.search(r"round 3: selected [678], reported 6", lines)
     # No token material at rest or in logs: the log, the database and the devices file hold device ids only
