@@ -19,6 +19,8 @@ class BeatTable:
     rr: float32[n, 8], RR features (edge_runtime.beats.RR_FEATURE_NAMES).
     labels: int8[n], AAMI class index. patient: int32[n], index into ``patients``.
     time_s: float64[n], R-peak time in seconds from the start of the patient's recording.
+    dropped: per patient, annotations not in the table: labelled beats without a complete
+    window and RR context at the record's edges, plus annotations past the signal's end.
     """
 
     windows: np.ndarray
@@ -27,6 +29,7 @@ class BeatTable:
     patient: np.ndarray
     time_s: np.ndarray
     patients: tuple[str, ...]
+    dropped: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -51,10 +54,26 @@ class BeatTable:
             patient=np.concatenate(patient_parts).astype(np.int32),
             time_s=np.concatenate([t.time_s for t in tables]),
             patients=tuple(names),
+            dropped=tuple(d for t in tables for d in (t.dropped or (0,) * len(t.patients))),
+        )
+
+    def of_patients(self, names: set[str] | tuple[str, ...]) -> "BeatTable":
+        """The beats of the named patients only, patients renumbered in their original order."""
+        wanted = [i for i, name in enumerate(self.patients) if name in set(names)]
+        mask = np.isin(self.patient, wanted)
+        renumber = np.full(len(self.patients), -1, np.int32)
+        renumber[wanted] = np.arange(len(wanted), dtype=np.int32)
+        dropped = self.dropped or (0,) * len(self.patients)
+        return BeatTable(
+            windows=self.windows[mask], rr=self.rr[mask], labels=self.labels[mask], patient=renumber[self.patient[mask]],
+            time_s=self.time_s[mask], patients=tuple(self.patients[i] for i in wanted), dropped=tuple(dropped[i] for i in wanted),
         )
 
     def save(self, path: Path) -> None:
-        np.savez(path, windows=self.windows, rr=self.rr, labels=self.labels, patient=self.patient, time_s=self.time_s, patients=np.array(self.patients))
+        np.savez(
+            path, windows=self.windows, rr=self.rr, labels=self.labels, patient=self.patient, time_s=self.time_s, patients=np.array(self.patients),
+            dropped=np.array(self.dropped or (0,) * len(self.patients), np.int64),
+        )
 
     @classmethod
     def load(cls, path: Path) -> "BeatTable":
@@ -66,6 +85,7 @@ class BeatTable:
                 patient=data["patient"],
                 time_s=data["time_s"],
                 patients=tuple(str(p) for p in data["patients"]),
+                dropped=tuple(int(d) for d in data["dropped"]),
             )
 
 
@@ -91,4 +111,5 @@ def extract_beats(record: EcgRecord, spec: BeatSpec) -> BeatTable:
         patient=np.zeros(keep.size, dtype=np.int32),
         time_s=samples[keep] / record.fs_hz,
         patients=(record.name,),
+        dropped=(int(samples.size - keep.size) + record.dropped_annotations,),
     )

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from datasets.loading import load_split
+from datasets.loading import load_people, load_split
 from datasets.partition import SCHEMES, PartitionConfig, partition, population_summary
 from datasets.splits import SPLITS, resolve_data_dir, split_records
 from datasets.synthetic import write_synthetic_dataset
@@ -18,8 +18,9 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="inspect, partition and synthesise ECG datasets")
     commands = data.add_subparsers(dest="data_command", required=True, metavar="{summary,partition,synth}")
 
-    summary = commands.add_parser("summary", help="AAMI class counts of the DS1 (train) and DS2 (test) splits")
+    summary = commands.add_parser("summary", help="AAMI class counts of the DS1 (train) and DS2 (test) splits and of further training databases")
     _add_source_arguments(summary)
+    summary.add_argument("--extra-data-dir", action="append", default=[], help="a further WFDB database whose people join training (repeatable)")
     summary.set_defaults(handler=run_summary)
 
     deal = commands.add_parser("partition", help="deal DS1 into smartwatch clients and audit the result")
@@ -42,18 +43,24 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="WFDB directory (MIT-BIH mitdb or synthetic); default $FEDBEAT_DATA")
-    parser.add_argument("--lead", default="MLII", help="signal name of the lead to use (default MLII)")
+    parser.add_argument("--lead", help="signal name of the lead to use (default: the first of MLII, ECG1, II, ECG present)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    counts = {split: class_counts(load_split(args.data_dir, split, lead=args.lead).labels) for split in SPLITS}
+    tables = {split: load_split(args.data_dir, split, lead=args.lead) for split in SPLITS}
+    tables.update({Path(extra).name: load_people(extra, lead=args.lead) for extra in args.extra_data_dir})
+    counts = {name: class_counts(table.labels) for name, table in tables.items()}
+    counts["people"] = {name: len(table.patients) for name, table in tables.items()}
+    counts["dropped"] = {name: int(sum(table.dropped)) for name, table in tables.items()}
     if args.json:
         print(json.dumps(counts))
         return 0
-    print(f"{'split':<6}" + "".join(f"{name:>9}" for name in CLASS_NAMES) + f"{'total':>9}")
-    for split, row in counts.items():
-        print(f"{split:<6}" + "".join(f"{row[name]:>9,}" for name in CLASS_NAMES) + f"{sum(row.values()):>9,}")
+    print(f"{'source':<8}{'people':>7}" + "".join(f"{name:>9}" for name in CLASS_NAMES) + f"{'total':>9}{'dropped':>9}")
+    for name in tables:
+        row = counts[name]
+        print(f"{name:<8}{counts['people'][name]:>7}" + "".join(f"{row[c]:>9,}" for c in CLASS_NAMES) + f"{sum(row.values()):>9,}{counts['dropped'][name]:>9,}")
+    print("dropped: annotations without a complete window and RR context at a record's edges, or past its end", file=sys.stderr)
     return 0
 
 

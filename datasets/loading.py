@@ -7,6 +7,7 @@ editing a record or the spec never serves stale beats.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -14,11 +15,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from datasets.beat_table import BeatTable, extract_beats
-from datasets.records import read_record
+from datasets.records import RecordFormatError, read_record
 from datasets.splits import resolve_data_dir, split_records
 from edge_runtime.beats import BeatSpec
 
-EXTRACTION_VERSION = "2"
+EXTRACTION_VERSION = "3"
 CACHE_ENV = "FEDBEAT_CACHE"
 
 
@@ -27,8 +28,8 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fedbeat")
 
 
-def record_cache_key(record_path: Path, spec: BeatSpec, lead: str) -> str:
-    parts = [EXTRACTION_VERSION, spec.fingerprint(), lead, str(record_path.resolve())]
+def record_cache_key(record_path: Path, spec: BeatSpec, lead: str | None) -> str:
+    parts = [EXTRACTION_VERSION, spec.fingerprint(), lead or "preferred", str(record_path.resolve())]
     for suffix in (".hea", ".dat", ".atr"):
         source = record_path.with_suffix(suffix)
         stat = source.stat() if source.exists() else None
@@ -36,7 +37,7 @@ def record_cache_key(record_path: Path, spec: BeatSpec, lead: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def load_record_beats(record_path: Path, spec: BeatSpec, *, lead: str = "MLII", cache: Path | None = None) -> BeatTable:
+def load_record_beats(record_path: Path, spec: BeatSpec, *, lead: str | None = None, cache: Path | None = None) -> BeatTable:
     """Beats of one record, from the cache when its key matches."""
     cache = cache or cache_root()
     cached = cache / "beats" / f"{record_path.name}-{record_cache_key(record_path, spec, lead)}.npz"
@@ -55,7 +56,7 @@ def load_split(
     split: str,
     *,
     spec: BeatSpec = BeatSpec(),
-    lead: str = "MLII",
+    lead: str | None = None,
     cache: Path | None = None,
     progress: bool = True,
 ) -> BeatTable:
@@ -67,3 +68,19 @@ def load_split(
     names = records[split]
     bar = tqdm(names, desc=f"beats {split}", unit="record", disable=None if progress else True, leave=False)  # None: only on a terminal
     return BeatTable.concatenate([load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar])
+
+
+def load_people(
+    data_dir: str | Path, *, spec: BeatSpec = BeatSpec(), lead: str | None = None, cache: Path | None = None, progress: bool = True,
+) -> BeatTable:
+    """Every record of a further WFDB database as one more person each (training side only).
+
+    People are named ``<directory>/<record>`` so they never collide with MIT-BIH record names.
+    """
+    directory = Path(data_dir).expanduser()
+    names = sorted(p.stem for p in directory.glob("*.hea"))
+    if not names:
+        raise RecordFormatError(f"{directory}: no WFDB records (*.hea) found")
+    bar = tqdm(names, desc=f"beats {directory.name}", unit="record", disable=None if progress else True, leave=False)
+    tables = [load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar]
+    return BeatTable.concatenate([dataclasses.replace(t, patients=(f"{directory.name}/{t.patients[0]}",)) for t in tables])

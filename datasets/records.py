@@ -2,7 +2,12 @@
 
 A wrong dataset is worse than no dataset: a truncated download or an edited header would
 otherwise give plausible-looking beats and wrong clinical numbers. Every check raises
-``RecordFormatError`` naming the file and the problem.
+``RecordFormatError`` naming the file and the problem. What real PhysioNet files contain is
+accepted and counted, not refused: an annotation up to one second past the last sample
+(svdb 860's last beat) is dropped and counted in ``dropped_annotations``.
+
+The lead: a name given explicitly must exist; by default the first of ``LEAD_PREFERENCE``
+present is used (MLII in mitdb, ECG1 in svdb, whose leads have no standard names).
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ SUPPORTED_FS_HZ = (100.0, 5000.0)
 is not an ECG recorder."""
 
 _BITS_PER_SAMPLE = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}
+LEAD_PREFERENCE = ("MLII", "ECG1", "II", "ECG")
+_ANNOTATION_GRACE_S = 1.0
 _INVALID_SAMPLE = {"8": -128, "16": -32768, "24": -(2**23), "32": -(2**31), "61": -32768, "80": -128, "160": -32768, "212": -2048}
 
 
@@ -39,14 +46,15 @@ class EcgRecord:
     lead: str
     ann_samples: np.ndarray
     ann_symbols: tuple[str, ...]
+    dropped_annotations: int = 0
 
     @property
     def duration_s(self) -> float:
         return self.signal.shape[0] / self.fs_hz
 
 
-def read_record(record_path: Path | str, *, lead: str = "MLII") -> EcgRecord:
-    """Read and validate ``record_path`` (.hea/.dat/.atr without extension)."""
+def read_record(record_path: Path | str, *, lead: str | None = None) -> EcgRecord:
+    """Read and validate ``record_path`` (.hea/.dat/.atr without extension); ``lead`` None: by preference."""
     base = Path(record_path)
     header_file = base.with_suffix(".hea")
     annotation_file = base.with_suffix(".atr")
@@ -55,6 +63,10 @@ def read_record(record_path: Path | str, *, lead: str = "MLII") -> EcgRecord:
             raise RecordFormatError(f"{required}: file missing")
 
     header = _read_header(header_file)
+    if lead is None:
+        lead = next((name for name in LEAD_PREFERENCE if name in header.sig_name), None)
+        if lead is None:
+            raise RecordFormatError(f"{header_file}: none of the leads {', '.join(LEAD_PREFERENCE)} (leads: {', '.join(header.sig_name)}); name one")
     if lead not in header.sig_name:
         raise RecordFormatError(f"{header_file}: no lead {lead!r} (leads: {', '.join(header.sig_name)})")
     channel = header.sig_name.index(lead)
@@ -70,7 +82,7 @@ def read_record(record_path: Path | str, *, lead: str = "MLII") -> EcgRecord:
             f"{base.with_suffix('.dat')}: lead {lead} has {int(invalid.sum())} NaN (invalid) samples, first at sample {int(np.argmax(invalid))}"
         )
 
-    samples, symbols = _read_annotations(base, annotation_file, header.sig_len)
+    samples, symbols, dropped = _read_annotations(base, annotation_file, header.sig_len, float(header.fs))
     return EcgRecord(
         name=base.name,
         signal=signal,
@@ -78,6 +90,7 @@ def read_record(record_path: Path | str, *, lead: str = "MLII") -> EcgRecord:
         lead=lead,
         ann_samples=samples,
         ann_symbols=symbols,
+        dropped_annotations=dropped,
     )
 
 
@@ -146,15 +159,18 @@ def _check_checksum(digital: np.ndarray, header: wfdb.Record, channel: int, head
         )
 
 
-def _read_annotations(base: Path, annotation_file: Path, sig_len: int) -> tuple[np.ndarray, tuple[str, ...]]:
+def _read_annotations(base: Path, annotation_file: Path, sig_len: int, fs: float) -> tuple[np.ndarray, tuple[str, ...], int]:
+    """(samples, symbols, dropped): annotations just past the end are dropped and counted; others outside refuse the record."""
     try:
         annotation = wfdb.rdann(str(base), "atr")
     except Exception as error:
         raise RecordFormatError(f"{annotation_file}: unreadable annotations ({error})") from error
     samples = np.asarray(annotation.sample, dtype=np.int64)
-    outside = (samples < 0) | (samples >= sig_len)
+    symbols = np.asarray(annotation.symbol, dtype=object)
+    past_end = (samples >= sig_len) & (samples < sig_len + _ANNOTATION_GRACE_S * fs)
+    outside = ((samples < 0) | (samples >= sig_len)) & ~past_end
     if outside.any():
         raise RecordFormatError(
             f"{annotation_file}: {int(outside.sum())} annotations lie outside the signal (0..{sig_len - 1}), e.g. sample {int(samples[outside][0])}"
         )
-    return samples, tuple(annotation.symbol)
+    return samples[~past_end], tuple(symbols[~past_end]), int(past_end.sum())

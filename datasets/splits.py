@@ -39,6 +39,12 @@ DATA_ENV = "FEDBEAT_DATA"
 SPLITS = ("DS1", "DS2")
 
 
+def shared_database_dir(name: str) -> Path | None:
+    """``../shared/data/<name>`` beside the checkout (tests and benchmarks), if it holds records."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / name
+    return path if any(path.glob("*.hea")) else None
+
+
 def default_mitdb_dir() -> Path | None:
     """Where tests and benchmarks look for MIT-BIH: $FEDBEAT_DATA, else ../shared/data/mitdb
     beside the checkout; None when neither holds record 100."""

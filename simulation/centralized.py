@@ -38,6 +38,7 @@ def run_centralized(config: SimulationConfig, *, progress: bool = True) -> dict:
         "config": dataclasses.asdict(config),
         "examples_seen": int(order.size),
         "train_loss": float(history.history["loss"][-1]),
+        "evaluated_on": data.evaluated_on,
         "test": evaluate(model, data.test, weights),
         "model_sha256": model_sha256(model.get_weights()),
     }

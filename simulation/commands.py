@@ -30,7 +30,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file of SimulationConfig fields; flags override it")
     parser.add_argument("--dataset", choices=DATASETS)
     parser.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb (default $FEDBEAT_DATA)")
+    parser.add_argument("--extra-data-dir", dest="extra_data_dirs", action="append", metavar="DIR",
+                        help="a further WFDB database (e.g. svdb) whose records join training as more people (repeatable)")
+    parser.add_argument("--validation-fold", type=int, metavar="K",
+                        help="tuning mode: evaluate on fold K of the training people (DS2 is never opened)")
+    parser.add_argument("--validation-folds", type=int, metavar="N", help="people folds of the training side (default 5)")
     parser.add_argument("--clients", type=int, help="simulated watches in the population")
+    parser.add_argument("--class-weight-power", type=float, metavar="P", help="loss weight of a class = (1 / frequency)^P (default 0.5; 0 = unweighted)")
     parser.add_argument("--clients-per-round", type=int, help="reports the server waits for each round")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--dropout", type=float, help="probability a selected watch drops out")
@@ -56,7 +62,7 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
     overrides = {
         key: getattr(args, key)
         for key in (
-            "dataset", "data_dir", "clients", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
+            "dataset", "data_dir", "extra_data_dirs", "validation_fold", "validation_folds", "clients", "class_weight_power", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
             "client_path", "shard_size", "workers", "worker_addresses", "dp_noise_multiplier", "dp_target_epsilon", "dp_clip", "dp_clip_quantile",
             "dp_target_delta", "secure_aggregation", "seed", "out",
         )
@@ -76,7 +82,7 @@ def run_centralized_command(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         return 0
     print(f"\ncentralized on pooled DS1 ({summary['examples_seen']:,} examples, the budget of {config.rounds} FL rounds)")
-    print(f"test patients (DS2):\n{format_report(summary['test'])}")
+    print(f"{summary['evaluated_on']}:\n{format_report(summary['test'])}")
     return 0
 
 
@@ -93,7 +99,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"\n{config.algorithm} on {config.dataset}: {rounds['applied']} rounds applied, {rounds['abandoned']} abandoned; "
         f"{rounds['reported']} reports, {rounds['dropped']} dropouts, {rounds['late']} late of {rounds['invited']} invitations"
     )
-    print(f"test patients (DS2), never seen in training:\n{format_report(summary['test'])}")
+    print(f"{summary['evaluated_on']}:\n{format_report(summary['test'])}")
     if summary["privacy"]:
         p = summary["privacy"]
         print(f"privacy: ({p['epsilon']:.2f}, {p['delta']:g})-DP per patient after {p['rounds']} rounds, z={p['noise_multiplier']:.3f}, q={p['sampling_rate']:.3g}")

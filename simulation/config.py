@@ -27,6 +27,9 @@ class SimulationConfig:
 
     dataset: str = "synthetic"
     data_dir: str | None = None
+    extra_data_dirs: tuple[str, ...] = ()
+    validation_fold: int | None = None
+    validation_folds: int = 5
     synthetic_subjects: int = 24
     synthetic_minutes: float = 10.0
     clients: int = 200
@@ -75,6 +78,11 @@ class SimulationConfig:
                 "the opposite of the paper's proximal term; drop --client-path plain"
             )
         object.__setattr__(self, "worker_addresses", tuple(parse_worker_address(a) for a in self.worker_addresses))
+        object.__setattr__(self, "extra_data_dirs", tuple(self.extra_data_dirs))
+        if self.validation_folds < 2:
+            raise ValueError(f"validation_folds must be >= 2, got {self.validation_folds}")
+        if self.validation_fold is not None and not 0 <= self.validation_fold < self.validation_folds:
+            raise ValueError(f"validation_fold must be in 0..{self.validation_folds - 1}, got {self.validation_fold}")
         if self.worker_addresses and self.workers != 1:
             raise ValueError("give either workers (local worker processes) or worker_addresses (running workers), not both")
         for name in ("rounds", "local_epochs", "batch_size", "eval_every", "synthetic_subjects", "shard_size", "workers"):

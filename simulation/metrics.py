@@ -40,6 +40,17 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray) -> dict:
     }
 
 
+def per_record_report(labels: np.ndarray, predictions: np.ndarray, patient: np.ndarray, names: tuple[str, ...]) -> dict:
+    """{person: {"S"|"V": {support, sensitivity, ppv}}}: where the errors are, person by person
+    (one DS2 record holds most S beats; a pooled number hides who is missed)."""
+    report = {}
+    for index, name in enumerate(names):
+        mine = patient == index
+        rows = classification_report(labels[mine], predictions[mine])["per_class"]
+        report[name] = {c: {k: rows[c][k] for k in ("support", "sensitivity", "ppv")} for c in ("S", "V")}
+    return report
+
+
 def format_report(report: dict) -> str:
     """A short table of the report for the terminal."""
     lines = [f"{'class':<6}{'support':>9}{'Se':>8}{'+P':>8}{'F1':>8}"]

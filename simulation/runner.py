@@ -20,9 +20,9 @@ import tensorflow_federated as tff
 from tqdm import tqdm
 
 from datasets.beat_table import BeatTable
-from datasets.loading import cache_root, load_split
+from datasets.loading import cache_root, load_people, load_split
 from datasets.partition import ClientPopulation, partition, population_summary
-from datasets.splits import resolve_data_dir, split_records
+from datasets.splits import resolve_data_dir
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
 from edge_runtime.codecs import encode
@@ -36,7 +36,7 @@ from simulation.config import ConfigError, SimulationConfig
 from simulation.privacy import ACCOUNTANT, dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
 from simulation.kernels import platform_summary
-from simulation.metrics import classification_report
+from simulation.metrics import classification_report, per_record_report
 from simulation.plots import plot_confusion, plot_rounds
 from simulation.resources import peak_rss_mb, rss_mb
 from simulation.shards import local_orders, shard_datasets
@@ -94,35 +94,60 @@ def model_sha256(weights: list[np.ndarray]) -> str:
 
 
 def evaluate(model: tf.keras.Model, table: BeatTable, weights: np.ndarray) -> dict:
-    """DS2 clinical metrics and the class-weighted test loss."""
+    """Clinical metrics (pooled and per person) and the class-weighted loss on ``table``."""
     logits = model.predict(model_inputs(table), batch_size=4096, verbose=0)
     loss = WeightedCrossEntropy(weights)(table.labels.astype(np.int32), logits)
-    report = classification_report(table.labels, logits.argmax(axis=1))
-    return {"loss": float(loss), **report}
+    predictions = logits.argmax(axis=1)
+    report = classification_report(table.labels, predictions)
+    return {"loss": float(loss), **report, "per_record": per_record_report(table.labels, predictions, table.patient, table.patients)}
 
 
 @dataclasses.dataclass
 class FederatedData:
+    """``test`` is DS2, or in tuning mode (``validation_fold``) a fold of the training people."""
+
     train: BeatTable
     test: BeatTable
     population: ClientPopulation
     audit: dict
+    evaluated_on: str
+
+
+def validation_people(table: BeatTable, *, folds: int, seed: int) -> list[tuple[str, ...]]:
+    """The people of ``table`` dealt into ``folds`` folds, S-richest first in turn, so each fold holds S beats."""
+    rng = np.random.default_rng([seed, 0xF01D])
+    s_beats = np.bincount(table.patient[table.labels == 1], minlength=len(table.patients))
+    order = np.lexsort((rng.random(len(table.patients)), -s_beats))
+    return [tuple(table.patients[i] for i in sorted(order[k::folds])) for k in range(folds)]
 
 
 def prepare_data(config: SimulationConfig) -> FederatedData:
+    """Training people (DS1 plus every record of ``extra_data_dirs`` as one more person), dealt into
+    watches, and who to evaluate on. In tuning mode (``validation_fold``) that is a fold of the DS1
+    people, the population DS2 resembles, and DS2 is never opened; else DS2."""
     directory = data_directory(config)
-    train, test = load_split(directory, "DS1"), load_split(directory, "DS2")
+    ds1 = load_split(directory, "DS1")
+    extras = [load_people(extra) for extra in config.extra_data_dirs]
+    if config.validation_fold is not None:
+        held_out = validation_people(ds1, folds=config.validation_folds, seed=config.seed)[config.validation_fold]
+        test = ds1.of_patients(held_out)
+        ds1 = ds1.of_patients(set(ds1.patients) - set(held_out))
+        evaluated_on = f"validation fold {config.validation_fold} of {config.validation_folds} ({len(held_out)} DS1 people)"
+    else:
+        test = load_split(directory, "DS2")
+        evaluated_on = "DS2 (test people, never seen in training)"
+    train = BeatTable.concatenate([ds1, *extras])
     partition_config = config.partition_config()
     if config.differential_privacy:  # the privacy unit: one watch per training patient
         patients = len(np.unique(train.patient))
         if config.clients_per_round > patients:
-            raise ConfigError(f"with differential privacy each of the {patients} DS1 patients is one client; clients_per_round {config.clients_per_round} is more")
+            raise ConfigError(f"with differential privacy each of the {patients} training patients is one client; clients_per_round {config.clients_per_round} is more")
         partition_config = dataclasses.replace(partition_config, clients=patients)
     population = partition(train, partition_config)
-    audit = population_summary(population, train, split_records(directory)["DS2"])
+    audit = population_summary(population, train, test.patients)
     if audit["test_patients_in_train"]:
-        raise ValueError(f"{audit['test_patients_in_train']} test patients leaked into training clients")
-    return FederatedData(train=train, test=test, population=population, audit=audit)
+        raise ValueError(f"{audit['test_patients_in_train']} evaluation people leaked into training clients")
+    return FederatedData(train=train, test=test, population=population, audit=audit, evaluated_on=evaluated_on)
 
 
 def resolve_privacy(config: SimulationConfig, population: int) -> PrivacyConfig | None:
@@ -291,6 +316,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         "population": data.audit,
         "rounds": totals,
         "class_weights": loss_weights.tolist(),
+        "evaluated_on": data.evaluated_on,
         "test": evaluation,
         "model_sha256": model_sha256(keras_model.get_weights()),
         "secure_aggregation": config.secure_aggregation,
@@ -300,7 +326,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_rounds(out / "metrics.jsonl", out / "rounds.png")
-    plot_confusion(evaluation["confusion"], out / "confusion.png", f"{config.algorithm}, DS2 (unseen patients)")
+    plot_confusion(evaluation["confusion"], out / "confusion.png", f"{config.algorithm}, {data.evaluated_on.split(' (')[0]}")
     return summary
 
 

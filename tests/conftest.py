@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.splits import default_mitdb_dir
+from datasets.splits import default_mitdb_dir, shared_database_dir
 from datasets.synthetic import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,14 @@ def mitdb() -> Path:
     path = default_mitdb_dir()
     if path is None:
         pytest.skip("MIT-BIH mitdb not found: set FEDBEAT_DATA or place it at ../shared/data/mitdb")
+    return path
+
+
+@pytest.fixture(scope="session")
+def svdb() -> Path:
+    path = shared_database_dir("svdb")
+    if path is None:
+        pytest.skip("MIT-BIH Supraventricular Arrhythmia Database not found at ../shared/data/svdb")
     return path
 
 

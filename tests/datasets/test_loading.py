@@ -87,3 +87,20 @@ def test_synthetic_split_alternates_subjects(synthetic_dir):
     assert splits == {"DS1": ("syn000", "syn002", "syn004", "syn006"), "DS2": ("syn001", "syn003", "syn005", "syn007")}
     counts = class_counts(load_split(synthetic_dir, "DS2").labels)
     assert counts["N"] > 0 and counts["S"] > 0 and counts["V"] > 0
+
+
+def test_all_svdb_records_load_with_their_drops_counted(svdb):
+    # 128 Hz, leads ECG1/ECG2, record 860's last beat one sample past the end: all 59 records load
+    table = loading.load_people(svdb, progress=False)
+    assert len(table.patients) == 59 and all(p.startswith("svdb/") for p in table.patients)
+    counts = class_counts(table.labels)
+    assert counts["S"] == pytest.approx(9672, rel=0.01) and counts["V"] == pytest.approx(7128, rel=0.01)
+    dropped = dict(zip(table.patients, table.dropped))
+    assert dropped["svdb/860"] >= 1 and sum(table.dropped) < 0.01 * len(table)
+
+
+def test_summary_reports_extra_databases_and_drops(mitdb, svdb, capsys):
+    assert main(["data", "summary", "--data-dir", str(mitdb), "--extra-data-dir", str(svdb), "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["people"] == {"DS1": 21, "DS2": 22, "svdb": 59}
+    assert counts["svdb"]["S"] > 9000 and counts["dropped"]["svdb"] >= 1

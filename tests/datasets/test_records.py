@@ -123,9 +123,26 @@ def test_nan_samples_are_refused(tmp_path):
 
 
 def test_annotation_beyond_the_signal_is_refused(tmp_path):
-    record = write_record(tmp_path, "late", np.zeros(3600), [500, 5000])
+    record = write_record(tmp_path, "late", np.zeros(3600), [500, 5000])  # 3.9 s past the end: a mismatched file
     with pytest.raises(RecordFormatError, match=r"late\.atr: 1 annotations lie outside the signal"):
         read_record(record)
+
+
+def test_annotation_on_the_sample_after_the_end_is_dropped_and_counted(tmp_path):
+    # As svdb record 860 is published: its last beat one sample past the signal
+    record = read_record(write_record(tmp_path, "edge", np.zeros(3600), [500, 1000, 3600]))
+    assert record.ann_samples.tolist() == [500, 1000] and record.dropped_annotations == 1
+
+
+def test_the_lead_is_chosen_by_preference_or_by_name(tmp_path):
+    signal = np.sin(np.arange(3600) / 20.0)
+    wfdb.wrsamp("two", fs=128, units=["mV", "mV"], sig_name=["ECG2", "ECG1"], p_signal=np.stack([signal, -signal], axis=1), fmt=["16", "16"],
+                adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(tmp_path))
+    wfdb.wrann("two", "atr", np.array([500]), symbol=["N"], write_dir=str(tmp_path))
+    assert read_record(tmp_path / "two").lead == "ECG1"  # no MLII: the next preferred lead
+    assert read_record(tmp_path / "two", lead="ECG2").lead == "ECG2"
+    with pytest.raises(RecordFormatError, match="no lead 'MLII'"):
+        read_record(tmp_path / "two", lead="MLII")
 
 
 def test_cli_turns_each_bad_record_into_one_line_and_exit_2(mitdb, tmp_path, capsys):

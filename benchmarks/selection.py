@@ -1,0 +1,78 @@
+"""Choices made on validation people only: each variant trained on DS1 minus a fold of DS1 people
+(plus any extra databases) and scored on that fold. DS2 is never opened (``--validation-fold``).
+
+Usage: python benchmarks/selection.py [--data-dir DIR] [--svdb DIR] [--folds 5] [--use-folds 0,1,2] [--rounds 100]
+Writes benchmarks/results/selection.json: per variant, per fold S/V F1 and macro-F1, and their means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def variants(svdb: str | None) -> dict[str, list[str]]:
+    """name -> flags added to the common federated setup (each one change against the baseline)."""
+    table = {"baseline (DS1 only)": []}
+    if svdb:
+        table["+ svdb people"] = ["--extra-data-dir", svdb]
+        table["+ svdb people, class weights (1/f)^1"] = ["--extra-data-dir", svdb, "--class-weight-power", "1.0"]
+    return table
+
+
+def score(summary: dict) -> dict:
+    per_class = summary["test"]["per_class"]
+    return {"S_f1": per_class["S"]["f1"], "V_f1": per_class["V"]["f1"], "macro_f1": summary["test"]["macro_f1"], "S_support": per_class["S"]["support"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=default_mitdb_dir())
+    parser.add_argument("--svdb", default=shared_database_dir("svdb"))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--use-folds", default="0,1,2", help="which folds to run (all folds cost --folds runs per variant)")
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--only", help="run only the variant with this name")
+    args = parser.parse_args()
+    if args.data_dir is None:
+        parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
+    fedbeat = str(Path(sys.executable).with_name("fedbeat"))
+    common = ["--dataset", "mitdb", "--data-dir", str(args.data_dir), "--clients", "1000", "--clients-per-round", "100", "--dropout", "0.2",
+              "--rounds", str(args.rounds), "--partition", "patient", "--seed", "0", "--validation-folds", str(args.folds), "--json"]
+    path = RESULTS / "selection.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    folds = [int(f) for f in args.use_folds.split(",")]
+    for name, flags in variants(str(args.svdb) if args.svdb else None).items():
+        if args.only and name != args.only:
+            continue
+        runs = {}
+        for fold in folds:
+            command = [fedbeat, "simulate", *common, "--validation-fold", str(fold), "--out", f"runs/selection/{len(results)}-{fold}", *flags]
+            completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                print(completed.stderr[-3000:], file=sys.stderr)
+                return 1
+            summary = json.loads(completed.stdout)
+            assert summary["evaluated_on"].startswith("validation fold"), summary["evaluated_on"]
+            runs[str(fold)] = score(summary)
+            print(name, fold, runs[str(fold)], flush=True)
+        means = {k: float(np.mean([r[k] for r in runs.values()])) for k in ("S_f1", "V_f1", "macro_f1")}
+        results[name] = {"flags": flags, "folds": runs, "mean": means}
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(name, "mean", {k: round(v, 3) for k, v in means.items()}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
