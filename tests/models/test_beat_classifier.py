@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.beat_classifier import MAX_PARAMETERS, WeightedCrossEntropy, build_beat_classifier, class_weights
+from models.beat_classifier import MAX_PARAMETERS, MAX_WEIGHT_RATIO, WeightedCrossEntropy, build_beat_classifier, class_weights
 
 EDGE_TRAINABLE = {"InputLayer", "Conv1D", "MaxPooling1D", "GlobalAveragePooling1D", "Dense", "Concatenate"}
 
@@ -31,6 +31,15 @@ def test_class_weights_favour_rare_classes_and_skip_absent_ones():
     assert weights[3] == weights[4] == 0
     assert np.mean(weights[labels]) == pytest.approx(1.0)  # effective learning rate unchanged
     assert weights[1] / weights[0] == pytest.approx(np.sqrt(900 / 25))
+
+
+def test_a_handful_of_beats_of_a_class_cannot_weigh_more_than_ten_n_beats():
+    # DS1's 8 Q beats among 50k: 79x an N beat uncapped at power 0.5
+    labels = np.array([0] * 45_000 + [1] * 900 + [2] * 3_800 + [4] * 8)
+    weights = class_weights(labels)
+    assert weights[4] / weights[0] == pytest.approx(MAX_WEIGHT_RATIO)
+    assert weights[2] / weights[0] == pytest.approx(np.sqrt(45_000 / 3_800), rel=1e-5)  # below the cap: unchanged
+    assert np.mean(weights[labels]) == pytest.approx(1.0)
 
 
 def test_weighted_loss_is_the_weighted_mean_of_cross_entropy():

@@ -1,0 +1,82 @@
+"""What the watch computes, scored on DS2: 30 s strips through `python -m edge_runtime infer`'s own
+pipeline (its R-peak detector, strip-local RR features, the int8 model), each classified beat
+matched to a reference annotation within 150 ms (EC57), beside the annotation-based numbers.
+
+Usage: python benchmarks/end_to_end.py --model EXPORT_DIR [--data-dir DIR] [--strip-s 30]
+Writes benchmarks/results/end_to_end.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.records import read_record  # noqa: E402
+from datasets.splits import DS2, default_mitdb_dir  # noqa: E402
+from edge_runtime.aami import classes_of  # noqa: E402
+from edge_runtime.interpreter import Int8Classifier  # noqa: E402
+from edge_runtime.manifest import Manifest  # noqa: E402
+from edge_runtime.strip import strip_beats  # noqa: E402
+from simulation.metrics import classification_report  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TOLERANCE_S = 0.15
+
+
+def nearest_reference(detected: np.ndarray, reference: np.ndarray, tolerance: int) -> np.ndarray:
+    """Index into ``reference`` of the annotation within ``tolerance`` of each detection, else -1."""
+    if reference.size == 0:
+        return np.full(detected.size, -1)
+    position = np.clip(np.searchsorted(reference, detected), 1, reference.size - 1)
+    left, right = reference[position - 1], reference[position]
+    nearest = np.where(np.abs(detected - left) <= np.abs(right - detected), position - 1, position)
+    return np.where(np.abs(reference[nearest] - detected) <= tolerance, nearest, -1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="a `fedbeat export` directory")
+    parser.add_argument("--data-dir", type=Path, default=default_mitdb_dir())
+    parser.add_argument("--strip-s", type=float, default=30.0)
+    args = parser.parse_args()
+    manifest = Manifest.read(args.model / "manifest.json")
+    classifier = Int8Classifier(args.model / "model_int8.tflite")
+    labels, predicted = [], []
+    counts = {"reference_beats": 0, "detected": 0, "classified": 0, "matched": 0, "unclassified_reference_beats": 0}
+    for record_name in DS2:
+        record = read_record(args.data_dir / record_name)
+        classes = classes_of(record.ann_symbols)
+        beats = classes >= 0
+        reference, reference_class = record.ann_samples[beats], classes[beats]
+        strip = int(args.strip_s * record.fs_hz)
+        tolerance = int(TOLERANCE_S * record.fs_hz)
+        for start in range(0, record.signal.size - strip + 1, strip):
+            in_strip = (reference >= start) & (reference < start + strip)
+            counts["reference_beats"] += int(in_strip.sum())
+            found = strip_beats(record.signal[start : start + strip], record.fs_hz, manifest.beat_spec)
+            counts["detected"] += int(found.r_samples.size)
+            if found.index.size == 0:
+                counts["unclassified_reference_beats"] += int(in_strip.sum())
+                continue
+            guesses = classifier.logits(found.beat, found.log_rr).argmax(axis=1)
+            counts["classified"] += int(guesses.size)
+            match = nearest_reference(found.r_samples[found.index] + start, reference[in_strip], tolerance)
+            counts["matched"] += int((match >= 0).sum())
+            counts["unclassified_reference_beats"] += int(in_strip.sum() - np.unique(match[match >= 0]).size)
+            labels.append(reference_class[in_strip][match[match >= 0]])
+            predicted.append(guesses[match >= 0])
+    report = classification_report(np.concatenate(labels), np.concatenate(predicted))
+    result = {"strip_s": args.strip_s, "counts": counts, "end_to_end": report, "model": str(args.model)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "end_to_end.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"counts": counts, "f1": {k: round(v["f1"], 3) for k, v in report["per_class"].items()}, "macro_f1": round(report["macro_f1"], 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
