@@ -26,7 +26,7 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
     table = {"baseline (DS1 only)": []}
     if svdb:
         table["+ svdb people"] = ["--extra-data-dir", svdb]
-        table["+ svdb people, class weights (1/f)^1"] = ["--extra-data-dir", svdb, "--class-weight-power", "1.0"]
+        table["+ svdb people, client lr 0.1"] = ["--extra-data-dir", svdb, "--client-learning-rate", "0.1"]
     return table
 
 

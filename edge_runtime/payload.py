@@ -26,6 +26,10 @@ MAGIC = b"FBUP"
 FORMAT_VERSION = 2
 _HEADER = struct.Struct("<4sBBHI8s8sQII")
 TAG_BYTES = 32
+MAX_UPDATE_NORM = 20.0
+"""The default bound on an update's L2 norm, for the coordinator and the simulation alike: about
+twice the largest honest first-round update measured on MIT-BIH (22 DS1 patients x {400, 2,000}
+beats, 3 epochs at lr 0.2: median 2.5, p99 8.2, max 10.6)."""
 
 
 class PayloadError(ValueError):

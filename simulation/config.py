@@ -7,6 +7,7 @@ from pathlib import Path
 
 from datasets.partition import PartitionConfig
 from edge_runtime.codecs import CODECS
+from edge_runtime.payload import MAX_UPDATE_NORM
 from simulation.availability import AvailabilityConfig
 from simulation.privacy_config import PrivacyConfig
 from simulation.worker_address import parse_worker_address
@@ -38,6 +39,7 @@ class SimulationConfig:
     local_epochs: int = 3
     batch_size: int = 32
     client_learning_rate: float = 0.2
+    max_update_norm: float = MAX_UPDATE_NORM
     server_learning_rate: float | None = None
     centralized_learning_rate: float = 0.02
     proximal_strength: float = 0.01
@@ -90,7 +92,7 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.class_weight_power < 0:
             raise ValueError(f"class_weight_power must be >= 0 (0 = unweighted), got {self.class_weight_power}")
-        for name in ("client_learning_rate", "centralized_learning_rate"):
+        for name in ("client_learning_rate", "centralized_learning_rate", "max_update_norm"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.compression is not None and self.compression not in CODECS:

@@ -182,7 +182,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
             loss_weights=loss_weights, client_learning_rate=config.client_learning_rate,
             server_optimizer=server_optimizer(config.algorithm, server_lr),
             proximal_strength=config.proximal_strength if config.algorithm == "fedprox" else 0.0,
-            codec=config.compression, window=table.windows.shape[1], aggregator=aggregator,
+            codec=config.compression, window=table.windows.shape[1], aggregator=aggregator, max_update_norm=config.max_update_norm,
         )
     example = client_dataset(table, np.arange(1), np.zeros(1, np.int64), batch_size=config.batch_size)
 

@@ -5,7 +5,10 @@ runs every watch's local SGD at once: the global weights are tiled to [K, ...], 
 gathers one batch per watch and takes one gradient step per watch through
 ``models.stacked_classifier`` (batched matmuls), exactly the per-watch math of
 ``build_weighted_fed_avg`` (plain SGD, loss averaged over the batch, update = initial -
-trained, weight = examples seen, non-finite updates dropped). The shard reports the
+trained, weight = examples seen), except that an update that is not finite or whose norm
+exceeds ``max_update_norm`` is dropped (weight 0), as the coordinator refuses it from a real
+device (``accepted_updates``; TFF's plain FedAvg, kept as the reference this path is checked
+against, has no such bound). The shard reports the
 weighted mean of its watches' updates and their total weight, so TFF's weighted mean over
 shards equals the weighted mean over watches.
 
@@ -24,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from edge_runtime.payload import MAX_UPDATE_NORM
 from models.stacked_classifier import stacked_logits
 from simulation.compression import client_roundtrip, round_counter
 from simulation.shards import shard_element_spec
@@ -66,9 +70,19 @@ def _train_shard(element: dict, initial: list[tf.Tensor], *, names: list[str], l
     return start, trained, examples, loss_sum
 
 
+def accepted_updates(flat: tf.Tensor, examples: tf.Tensor, max_norm: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(updates float32[K, P], weights float32[K]) with every non-finite update, or one of norm
+    above ``max_norm``, zeroed and given weight 0. One exploding watch would otherwise carry the
+    global model with it (a 16-person FedAvg run went to 1e22 and never came back)."""
+    finite = tf.reduce_all(tf.math.is_finite(flat), axis=1)
+    safe = tf.where(finite[:, None], flat, 0.0)
+    accepted = finite & (tf.norm(safe, axis=1) <= max_norm)
+    return tf.where(accepted[:, None], safe, 0.0), tf.where(accepted, examples, 0.0)
+
+
 def build_shard_client_work(
     weights_type, *, names: list[str], loss_weights: np.ndarray, learning_rate: float, proximal_strength: float = 0.0,
-    codec: str | None = None, window: int,
+    codec: str | None = None, window: int, max_update_norm: float = MAX_UPDATE_NORM,
 ) -> tff.learning.templates.ClientWorkProcess:
     """Client work over shards. State: the round counter (int64@SERVER), which seeds codecs."""
     element_type = tff.types.tensorflow_to_type(shard_element_spec(window))
@@ -88,9 +102,7 @@ def build_shard_client_work(
             )
             k = tf.shape(examples)[0]
             flat = tf.concat([tf.reshape(w0 - w, [k, int(np.prod(w0.shape[1:]))]) for w0, w in zip(start, trained)], axis=1)
-            finite = tf.reduce_all(tf.math.is_finite(flat), axis=1)
-            flat = tf.where(finite[:, None], flat, 0.0)
-            weight = tf.where(finite, examples, 0.0)
+            flat, weight = accepted_updates(flat, examples, max_update_norm)
             if codec is not None:
                 flat = tf.map_fn(lambda row: client_roundtrip(codec, row, round_index), flat)
             summed = tf.reduce_sum(flat * weight[:, None], axis=0)
@@ -132,7 +144,7 @@ def build_shard_client_work(
 def build_vectorised_process(
     *, initial_weights: list[np.ndarray], names: list[str], loss_weights: np.ndarray, client_learning_rate: float,
     server_optimizer: tff.learning.optimizers.Optimizer, proximal_strength: float = 0.0, codec: str | None = None, window: int,
-    aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    aggregator: tff.aggregators.WeightedAggregationFactory | None = None, max_update_norm: float = MAX_UPDATE_NORM,
 ) -> tff.learning.templates.LearningProcess:
     """FedAvg / FedProx / FedAdam (by ``server_optimizer`` and ``proximal_strength``) over shards.
 
@@ -146,7 +158,7 @@ def build_vectorised_process(
     weights_type = initial_model_weights.type_signature.result
     client_work = build_shard_client_work(
         weights_type, names=names, loss_weights=loss_weights, learning_rate=client_learning_rate,
-        proximal_strength=proximal_strength, codec=codec, window=window,
+        proximal_strength=proximal_strength, codec=codec, window=window, max_update_norm=max_update_norm,
     )
     return tff.learning.templates.compose_learning_process(
         initial_model_weights,

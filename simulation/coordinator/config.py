@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from edge_runtime.codecs import CODECS
+from edge_runtime.payload import MAX_UPDATE_NORM
 from simulation.availability import AvailabilityConfig
 from simulation.config import DATASETS, ConfigError
 from simulation.coordinator.enrollment import read_devices
@@ -43,7 +44,7 @@ class CoordinatorConfig:
     deadline_s: float = 60.0
     codec: str = "rotated1bit"
     max_payload_bytes: int = 256 * 1024
-    max_update_norm: float = 20.0
+    max_update_norm: float = MAX_UPDATE_NORM
     max_examples: int = 10_000
     server_learning_rate: float = 1.0
     local_epochs: int = 3

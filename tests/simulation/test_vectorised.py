@@ -108,3 +108,12 @@ def test_a_watchs_update_does_not_depend_on_its_shard_mates(synthetic_dir, proxi
 def test_fedprox_on_the_plain_path_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="fedprox runs on the vectorised client path only"):
         SimulationConfig(algorithm="fedprox", client_path="plain")
+
+
+def test_a_non_finite_or_exploding_watch_update_is_dropped_with_its_weight():
+    from simulation.vectorised import accepted_updates
+
+    flat = tf.constant([[0.3, 0.4], [30.0, 40.0], [np.nan, 1.0], [12.0, 16.0]])  # norms 0.5, 50, NaN, 20
+    updates, weights = accepted_updates(flat, tf.constant([10.0, 20.0, 30.0, 40.0]), max_norm=20.0)
+    np.testing.assert_array_equal(weights.numpy(), [10.0, 0.0, 0.0, 40.0])
+    np.testing.assert_array_equal(updates.numpy(), np.float32([[0.3, 0.4], [0.0, 0.0], [0.0, 0.0], [12.0, 16.0]]))
