@@ -43,12 +43,14 @@ def main() -> int:
     parser.add_argument("--model", required=True, type=Path, help="a `fedbeat export` directory")
     parser.add_argument("--data-dir", type=Path, default=default_mitdb_dir())
     parser.add_argument("--strip-s", type=float, default=30.0)
+    parser.add_argument("--records", default=",".join(DS2), help="comma-separated records (default: DS2, for the final report)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "end_to_end.json")
     args = parser.parse_args()
     manifest = Manifest.read(args.model / "manifest.json")
     classifier = Int8Classifier(args.model / "model_int8.tflite")
     labels, predicted = [], []
     counts = {"reference_beats": 0, "detected": 0, "classified": 0, "matched": 0, "unclassified_reference_beats": 0}
-    for record_name in DS2:
+    for record_name in args.records.split(","):
         record = read_record(args.data_dir / record_name)
         classes = classes_of(record.ann_symbols)
         beats = classes >= 0
@@ -71,9 +73,9 @@ def main() -> int:
             labels.append(reference_class[in_strip][match[match >= 0]])
             predicted.append(guesses[match >= 0])
     report = classification_report(np.concatenate(labels), np.concatenate(predicted))
-    result = {"strip_s": args.strip_s, "counts": counts, "end_to_end": report, "model": str(args.model)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "end_to_end.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"strip_s": args.strip_s, "records": args.records.split(","), "counts": counts, "end_to_end": report, "model": str(args.model)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"counts": counts, "f1": {k: round(v["f1"], 3) for k, v in report["per_class"].items()}, "macro_f1": round(report["macro_f1"], 3)}))
     return 0
 

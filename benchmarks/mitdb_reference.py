@@ -43,6 +43,16 @@ def spread(runs: list[dict]) -> dict:
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in runs[0]}
 
 
+def per_record_table(per_record: dict) -> str:
+    """Markdown rows of DS2 people with S or V beats: where the model misses, person by person."""
+    lines = ["| record | S beats | S Se | S +P | V beats | V Se | V +P |", "|---|---|---|---|---|---|---|"]
+    for name, row in per_record.items():
+        s, v = row["S"], row["V"]
+        if s["support"] or v["support"]:
+            lines.append(f"| {name} | {s['support']} | {s['sensitivity']:.2f} | {s['ppv']:.2f} | {v['support']} | {v['sensitivity']:.2f} | {v['ppv']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_mitdb_dir(), help="MIT-BIH mitdb (default $FEDBEAT_DATA or ../shared/data/mitdb)")
@@ -85,6 +95,7 @@ def main() -> int:
         shutil.copy(ROOT / "runs" / f"mitdb_fedavg_{first.split('-')[1]}" / png, RESULTS / f"mitdb_reference_{png}")
     for kind, table in result["seeds"].items():
         print(kind, {k: f"{v['mean']:.3f}±{v['std']:.3f}" for k, v in table.items()})
+    print(per_record_table(result["per_record"]))
     return 0
 
 
