@@ -40,6 +40,8 @@ def test_selects_mlii_by_name_where_it_is_channel_1(mitdb):
 
 def test_missing_lead_names_the_leads(mitdb):
     with pytest.raises(RecordFormatError, match=r"no lead 'MLII' \(leads: V5, V2\)"):
+        read_record(mitdb / "102", lead="MLII")
+    with pytest.raises(RecordFormatError, match=r"none of the leads MLII, ECG1, II, ECG \(leads: V5, V2\); name one"):
         read_record(mitdb / "102")
 
 
