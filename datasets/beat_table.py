@@ -29,7 +29,7 @@ class BeatTable:
     patient: np.ndarray
     time_s: np.ndarray
     patients: tuple[str, ...]
-    dropped: tuple[int, ...] = ()
+    dropped: tuple[int, ...]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -54,7 +54,7 @@ class BeatTable:
             patient=np.concatenate(patient_parts).astype(np.int32),
             time_s=np.concatenate([t.time_s for t in tables]),
             patients=tuple(names),
-            dropped=tuple(d for t in tables for d in (t.dropped or (0,) * len(t.patients))),
+            dropped=tuple(d for t in tables for d in t.dropped),
         )
 
     def of_patients(self, names: set[str] | tuple[str, ...]) -> "BeatTable":
@@ -63,16 +63,15 @@ class BeatTable:
         mask = np.isin(self.patient, wanted)
         renumber = np.full(len(self.patients), -1, np.int32)
         renumber[wanted] = np.arange(len(wanted), dtype=np.int32)
-        dropped = self.dropped or (0,) * len(self.patients)
         return BeatTable(
             windows=self.windows[mask], rr=self.rr[mask], labels=self.labels[mask], patient=renumber[self.patient[mask]],
-            time_s=self.time_s[mask], patients=tuple(self.patients[i] for i in wanted), dropped=tuple(dropped[i] for i in wanted),
+            time_s=self.time_s[mask], patients=tuple(self.patients[i] for i in wanted), dropped=tuple(self.dropped[i] for i in wanted),
         )
 
     def save(self, path: Path) -> None:
         np.savez(
             path, windows=self.windows, rr=self.rr, labels=self.labels, patient=self.patient, time_s=self.time_s, patients=np.array(self.patients),
-            dropped=np.array(self.dropped or (0,) * len(self.patients), np.int64),
+            dropped=np.array(self.dropped, np.int64),
         )
 
     @classmethod

@@ -65,9 +65,7 @@ def load_split(
     records = split_records(directory)
     if split not in records:
         raise ValueError(f"split must be one of {sorted(records)}, got {split!r}")
-    names = records[split]
-    bar = tqdm(names, desc=f"beats {split}", unit="record", disable=None if progress else True, leave=False)  # None: only on a terminal
-    return BeatTable.concatenate([load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar])
+    return BeatTable.concatenate(_load_records(directory, records[split], split, spec=spec, lead=lead, cache=cache, progress=progress))
 
 
 def load_people(
@@ -81,6 +79,12 @@ def load_people(
     names = sorted(p.stem for p in directory.glob("*.hea"))
     if not names:
         raise RecordFormatError(f"{directory}: no WFDB records (*.hea) found")
-    bar = tqdm(names, desc=f"beats {directory.name}", unit="record", disable=None if progress else True, leave=False)
-    tables = [load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar]
+    tables = _load_records(directory, names, directory.name, spec=spec, lead=lead, cache=cache, progress=progress)
     return BeatTable.concatenate([dataclasses.replace(t, patients=(f"{directory.name}/{t.patients[0]}",)) for t in tables])
+
+
+def _load_records(
+    directory: Path, names, label: str, *, spec: BeatSpec, lead: str | None, cache: Path | None, progress: bool,
+) -> list[BeatTable]:
+    bar = tqdm(names, desc=f"beats {label}", unit="record", disable=None if progress else True, leave=False)  # None: only on a terminal
+    return [load_record_beats(directory / name, spec, lead=lead, cache=cache) for name in bar]

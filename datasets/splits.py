@@ -23,6 +23,8 @@ PACED: tuple[str, ...] = ("102", "104", "107", "217")
 """Paced records: excluded, as in the AAMI recommended practice."""
 SAME_PERSON: dict[str, str] = {"201": "202"}
 """Records of one person, mapped to the record that names that person."""
+DATA_ENV = "FEDBEAT_DATA"
+SPLITS = ("DS1", "DS2")
 
 
 def person_of(record: str) -> str:
@@ -35,21 +37,21 @@ def without_people_of(records: tuple[str, ...], others: tuple[str, ...]) -> tupl
     excluded = {person_of(r) for r in others}
     return tuple(r for r in records if person_of(r) not in excluded)
 
-DATA_ENV = "FEDBEAT_DATA"
-SPLITS = ("DS1", "DS2")
+
+def _shared_data(name: str) -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / name
 
 
 def shared_database_dir(name: str) -> Path | None:
     """``../shared/data/<name>`` beside the checkout (tests and benchmarks), if it holds records."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / name
+    path = _shared_data(name)
     return path if any(path.glob("*.hea")) else None
 
 
 def default_mitdb_dir() -> Path | None:
     """Where tests and benchmarks look for MIT-BIH: $FEDBEAT_DATA, else ../shared/data/mitdb
     beside the checkout; None when neither holds record 100."""
-    repo_sibling = Path(__file__).resolve().parents[2] / "shared" / "data" / "mitdb"
-    for candidate in (os.environ.get(DATA_ENV), repo_sibling):
+    for candidate in (os.environ.get(DATA_ENV), _shared_data("mitdb")):
         if candidate and (Path(candidate) / "100.hea").is_file():
             return Path(candidate)
     return None

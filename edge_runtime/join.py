@@ -101,6 +101,9 @@ def _verified(data: bytes, sha256: str, what: str) -> bytes:
     return data
 
 
+RECIPE_LIMITS = {"epochs": 20, "batch_size": 1024, "learning_rate": 1.0}
+
+
 def checked_recipe(reply: CheckInReply) -> LocalTrainingConfig:
     """The task's training recipe, refused when outside what a watch should run."""
     if reply.codec not in CODECS:
@@ -109,9 +112,6 @@ def checked_recipe(reply: CheckInReply) -> LocalTrainingConfig:
             and 0 < reply.learning_rate <= RECIPE_LIMITS["learning_rate"]):
         raise JoinError(f"coordinator's recipe is out of bounds {RECIPE_LIMITS}: epochs {reply.epochs}, batch {reply.batch_size}, lr {reply.learning_rate}")
     return LocalTrainingConfig(epochs=reply.epochs, batch_size=reply.batch_size, learning_rate=reply.learning_rate, seed=reply.seed % 2**32)
-
-
-RECIPE_LIMITS = {"epochs": 20, "batch_size": 1024, "learning_rate": 1.0}
 
 
 def join(

@@ -126,12 +126,16 @@ class SimulationConfig:
             min_reports_fraction=self.min_reports_fraction, dropout=self.dropout, deadline_s=self.deadline_s,
         )
 
+    def sampling_rate(self, population: int) -> float:
+        """q = K / population: each client's chance to be in a round, the rate the accountant uses."""
+        return self.clients_per_round / population
+
     def sampled_availability(self, population: int) -> AvailabilityConfig:
-        """What a run samples: under DP, Poisson at q = K / population (what the accountant assumes)."""
+        """What a run samples: under DP, Poisson at ``sampling_rate`` (what the accountant assumes)."""
         config = self.availability_config()
         if not self.differential_privacy:
             return config
-        return dataclasses.replace(config, poisson_rate=self.clients_per_round / population)
+        return dataclasses.replace(config, poisson_rate=self.sampling_rate(population))
 
     @property
     def differential_privacy(self) -> bool:

@@ -86,3 +86,13 @@ def listening_sockets(pids: list[int]) -> list[tuple[str, int]]:
 def is_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def is_loopback_host(host: str) -> bool:
+    """An address or "localhost" on loopback; any other host name may resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return is_loopback(host)
+    except ValueError:
+        return False

@@ -157,7 +157,7 @@ def resolve_privacy(config: SimulationConfig, population: int) -> PrivacyConfig 
     noise = config.dp_noise_multiplier
     if noise is None:
         noise = noise_for_epsilon(
-            config.dp_target_epsilon, sampling_rate=config.clients_per_round / population, rounds=config.rounds, delta=config.dp_target_delta,
+            config.dp_target_epsilon, sampling_rate=config.sampling_rate(population), rounds=config.rounds, delta=config.dp_target_delta,
         )
     return config.privacy_config(noise)
 
@@ -238,7 +238,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
     tf.keras.utils.set_random_seed(config.seed)
     availability = AvailabilityModel(config.sampled_availability(len(data.population)), client_sizes=data.population.sizes(), seed=config.seed)
     privacy = resolve_privacy(config, len(data.population))
-    sampling_rate = config.clients_per_round / len(data.population)
+    sampling_rate = config.sampling_rate(len(data.population))
     if privacy is not None:
         ratio = noise_to_signal(privacy.noise_multiplier, config.clients_per_round, build_beat_classifier(seed=config.seed).count_params())
         if ratio > 1:

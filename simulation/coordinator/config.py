@@ -10,7 +10,7 @@ from edge_runtime.payload import MAX_UPDATE_NORM
 from simulation.availability import AvailabilityConfig
 from simulation.config import DATASETS, ConfigError
 from simulation.coordinator.enrollment import read_devices
-from simulation.loopback import is_loopback
+from simulation.loopback import is_loopback_host
 from simulation.privacy_config import PrivacyConfig
 
 
@@ -76,7 +76,7 @@ class CoordinatorConfig:
             raise ValueError("give both tls_cert and tls_key, or neither")
         if self.tls_cert is None and not self.insecure:
             raise ValueError("TLS is required: set tls_cert and tls_key (or insecure = true for a loopback-only test)")
-        if self.insecure and self.tls_cert is None and not _is_loopback_host(self.address.rsplit(":", 1)[0].strip("[]")):
+        if self.insecure and self.tls_cert is None and not is_loopback_host(self.address.rsplit(":", 1)[0].strip("[]")):
             raise ValueError(f"insecure (plaintext) serving is only allowed on a loopback address, not {self.address}")
         if not self.devices_file:
             raise ValueError("no enrolled devices: set devices_file (written by `fedbeat enroll`)")
@@ -93,15 +93,6 @@ class CoordinatorConfig:
         """device id -> update key of every enrolled, unrevoked device."""
         revoked = set(self.revoked)
         return {device: key for device, key in read_devices(Path(self.devices_file)).items() if device not in revoked}
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return is_loopback(host)
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
 
 
 def load_coordinator_config(path: Path) -> CoordinatorConfig:

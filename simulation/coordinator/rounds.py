@@ -135,13 +135,17 @@ class Coordinator:
     def _private(self) -> bool:
         return bool(self.config.dp_noise_multiplier)
 
+    @property
+    def _sampling_rate(self) -> float:
+        """q = K / enrolled devices: the coin each device's participation is drawn with, and what epsilon accounts."""
+        return self.config.clients_per_round / len(self._devices)
+
     def _next_round(self, round_index: int, version: str) -> tuple[int, str, float, list[str]]:
         """(round, model version, deadline, participants drawn now: under DP a secret coin per device)."""
         sampled = []
         if self._private:
             coin = secrets.SystemRandom()
-            q = self.config.clients_per_round / len(self._devices)
-            sampled = [device for device in sorted(self._devices) if coin.random() < q]
+            sampled = [device for device in sorted(self._devices) if coin.random() < self._sampling_rate]
         return round_index, version, time.time() + self.config.deadline_s, sampled
 
     def _complete(self, round_index: int) -> bool:
@@ -297,7 +301,7 @@ class Coordinator:
             if self.config.dp_noise_multiplier:
                 mean = clipped_noisy_mean(updates, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
                 record["epsilon"] = dp_epsilon(
-                    noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self.config.clients_per_round / len(self._devices),
+                    noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self._sampling_rate,
                     rounds=self.store.closed_rounds() + 1, delta=self.config.dp_target_delta,
                 )
             else:

@@ -10,6 +10,7 @@ never by token.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -68,16 +69,22 @@ class CoordinatorStore:
     def latest_model(self) -> tuple[str, np.ndarray] | None:
         return self._first_model("DESC")
 
-    def open_round(self, next_round: tuple[int, str, float, list[str]]) -> None:
-        """Open (round, model version, deadline) with its pre-drawn participants (DP sampling), in one transaction."""
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT under the connection lock; ROLLBACK on any exception."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._insert_round(next_round)
-                self._db.execute("COMMIT")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+
+    def open_round(self, next_round: tuple[int, str, float, list[str]]) -> None:
+        """Open (round, model version, deadline) with its pre-drawn participants (DP sampling), in one transaction."""
+        with self._transaction():
+            self._insert_round(next_round)
 
     def _insert_round(self, next_round: tuple[int, str, float, list[str]]) -> None:
         round_index, model_version, deadline, sampled = next_round
@@ -109,24 +116,17 @@ class CoordinatorStore:
         False (nothing written) if the round is no longer open: a close is never applied twice.
         """
         state = "abandoned" if record["abandoned"] else "closed"
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                changed = self._db.execute(
-                    "UPDATE rounds SET state = ?, closed = ?, selected = ?, reported = ?, rejected = ?, late = ?, record = ? WHERE round = ? AND state = 'open'",
-                    (state, time.time(), record["invited"], record["reported"], record["rejected"], record["late"], json.dumps(record), round_index),
-                ).rowcount
-                if changed != 1:
-                    self._db.execute("ROLLBACK")
-                    return False
-                if model is not None:
-                    self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
-                if next_round is not None:
-                    self._insert_round(next_round)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            changed = self._db.execute(
+                "UPDATE rounds SET state = ?, closed = ?, selected = ?, reported = ?, rejected = ?, late = ?, record = ? WHERE round = ? AND state = 'open'",
+                (state, time.time(), record["invited"], record["reported"], record["rejected"], record["late"], json.dumps(record), round_index),
+            ).rowcount
+            if changed != 1:
+                return False  # the empty transaction commits nothing
+            if model is not None:
+                self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
+            if next_round is not None:
+                self._insert_round(next_round)
         return True
 
     def closed_records(self) -> list[dict]:
