@@ -15,7 +15,7 @@ from edge_runtime.beats import BeatSpec, cut_beats
 class BeatTable:
     """Beats as parallel arrays; clients and splits index into it instead of copying it.
 
-    windows: float32[n, spec.window], z-scored beat windows at spec.fs_hz.
+    windows: float32[n, spec.window, 2], beats at spec.fs_hz (edge_runtime.beats.BEAT_CHANNEL_NAMES).
     rr: float32[n, 8], RR features (edge_runtime.beats.RR_FEATURE_NAMES).
     labels: int8[n], AAMI class index. patient: int32[n], index into ``patients``.
     time_s: float64[n], R-peak time in seconds from the start of the patient's recording.

@@ -19,7 +19,7 @@ from datasets.records import RecordFormatError, read_record
 from datasets.splits import resolve_data_dir, split_records
 from edge_runtime.beats import BeatSpec
 
-EXTRACTION_VERSION = "3"
+EXTRACTION_VERSION = "4"
 CACHE_ENV = "FEDBEAT_CACHE"
 
 

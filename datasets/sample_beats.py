@@ -24,7 +24,7 @@ def sample_beats(seed: int = 11) -> dict[str, np.ndarray]:
     windows, rr, keep = cut_beats(signal, 360.0, samples, BeatSpec())
     labels = classes_of(symbols)[keep]
     chosen = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in PER_CLASS.items()])
-    return {"beat": windows[chosen][..., None], "log_rr": rr_model_input(rr[chosen]), "label": labels[chosen].astype(np.int32)}
+    return {"beat": windows[chosen], "log_rr": rr_model_input(rr[chosen]), "label": labels[chosen].astype(np.int32)}
 
 
 if __name__ == "__main__":

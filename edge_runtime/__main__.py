@@ -74,7 +74,7 @@ def run_train(args: argparse.Namespace) -> dict:
         raise DeviceInputError(f"{args.global_weights}: {global_weights.size} weights, the model has {manifest.parameters}")
     config = LocalTrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
     update, losses = train_locally(
-        model, global_weights, beat=windows[..., None], log_rr=rr_model_input(rr), label=labels,
+        model, global_weights, beat=windows, log_rr=rr_model_input(rr), label=labels,
         class_weights=np.array(manifest.class_weights, np.float32), config=config,
     )
     state = Path(args.state_dir)

@@ -23,6 +23,11 @@ RR_FEATURE_NAMES: tuple[str, ...] = (
     "pre_over_post",
     "pre_over_average",
 )
+BEAT_CHANNEL_NAMES: tuple[str, ...] = ("beat", "beat_minus_wearer_template")
+"""The model's beat input, channel by channel: the z-scored window, and that window minus the
+wearer's typical beat around it (``wearer_template``). Morphology relative to the wearer's own
+beat is what a cardiologist reads and what transfers between people whose electrodes, leads and
+QRS shapes differ (benchmarks/results/ablation.json measures it on validation people)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,10 @@ class BeatSpec:
     the model and on-device training small. The window, 0.256 s before the R peak and
     0.448 s after, covers the P wave, a wide ventricular QRS and most of the T wave, and is
     88 samples at 125 Hz (divisible by 8, so three 2x poolings stay exact).
+
+    The wearer's context (the RR baseline, ``rr_average_beats`` on each side, and the
+    template, ``template_beats`` centred) is 15 beats either way: about what one 30 s strip
+    holds, so the model trains on the context a watch has, not on a 30-minute record's.
     """
 
     fs_hz: float = 125.0
@@ -43,7 +52,8 @@ class BeatSpec:
     before_s: float = 0.256
     after_s: float = 0.448
     rr_context_beats: int = 5
-    rr_average_beats: int = 100
+    rr_average_beats: int = 15
+    template_beats: int = 31
 
     def __post_init__(self) -> None:
         low, high = self.band_hz
@@ -55,6 +65,8 @@ class BeatSpec:
             raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
         if self.before_s <= 0 or self.after_s <= 0:
             raise ValueError(f"before_s and after_s must be positive, got {self.before_s}, {self.after_s}")
+        if self.template_beats < 1:
+            raise ValueError(f"template_beats must be >= 1, got {self.template_beats}")
         if not 1 <= self.rr_context_beats <= self.rr_average_beats:
             raise ValueError(
                 f"need 1 <= rr_context_beats <= rr_average_beats, got {self.rr_context_beats} and {self.rr_average_beats}"
@@ -73,6 +85,11 @@ class BeatSpec:
     @property
     def window(self) -> int:
         return self.before + self.after
+
+    @property
+    def beat_shape(self) -> tuple[int, int]:
+        """The model's beat input per beat: (window, channels)."""
+        return self.window, len(BEAT_CHANNEL_NAMES)
 
     def fingerprint(self) -> str:
         """Stable hash of the spec: changes whenever any beat would change."""
@@ -107,6 +124,23 @@ def beat_windows(conditioned: np.ndarray, r_peaks: np.ndarray, spec: BeatSpec) -
     return windows, kept
 
 
+def wearer_template(windows: np.ndarray, beats: int) -> np.ndarray:
+    """The wearer's typical beat around each beat: the per-sample median of ``beats`` consecutive
+    windows (float32[k, window], in time order) centred on it, shifted inward at the ends so each
+    beat sees the same number of neighbours, or all k when fewer. The median ignores ectopic beats
+    while they are fewer than half, and a watch computes it from the strip it holds."""
+    k = windows.shape[0]
+    width = min(beats, k)
+    if width == 0:
+        return windows.copy()
+    view = np.lib.stride_tricks.sliding_window_view(windows, width, axis=0)  # [k - width + 1, window, width]
+    starts = np.clip(np.arange(k) - width // 2, 0, k - width)
+    template = np.empty_like(windows)
+    for chunk in range(0, k, 2048):  # bounded memory: 2048 x window x width floats at a time
+        template[chunk:chunk + 2048] = np.median(view[starts[chunk:chunk + 2048]], axis=-1)
+    return template
+
+
 def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.ndarray]:
     """RR-interval features of each beat from R-peak times alone (what a device can detect).
 
@@ -114,8 +148,8 @@ def rr_features(r_times_s: np.ndarray, spec: BeatSpec) -> tuple[np.ndarray, np.n
     of RR_FEATURE_NAMES, valid bool[m]). The first and last beats have no previous or next
     RR interval and are marked invalid. The local RR is the mean of up to
     ``rr_context_beats`` intervals on each side (the rhythm around the beat); the average
-    RR uses up to ``rr_average_beats`` (the wearer's baseline: a whole 30 s strip on a
-    watch, minutes of a Holter record). A supraventricular beat is premature against the
+    RR uses up to ``rr_average_beats`` (the wearer's baseline: about a 30 s strip, the
+    same on a watch as in training). A supraventricular beat is premature against the
     baseline even when the local rhythm is irregular, which is why inter-patient S
     detection leans on these ratios (de Chazal et al. 2004).
     """
@@ -154,12 +188,14 @@ def cut_beats(signal: np.ndarray, fs_hz: float, r_samples: np.ndarray, spec: Bea
     """Every beat of a lead with a complete window and RR features.
 
     signal: float[n], mV, at fs_hz; r_samples: int[m] R peaks at fs_hz, increasing, from
-    annotations (training data) or the device's detector. Returns (windows
-    float32[k, spec.window], rr float32[k, 8], index int64[k] into r_samples). The first and
-    last beats (no RR on one side) and beats whose window crosses the ends are dropped.
+    annotations (training data) or the device's detector. Returns (beats
+    float32[k, *spec.beat_shape] with the channels of BEAT_CHANNEL_NAMES, rr float32[k, 8],
+    index int64[k] into r_samples). The first and last beats (no RR on one side) and beats
+    whose window crosses the ends are dropped.
     """
     peaks = np.asarray(r_samples, dtype=np.int64)
     rr, rr_valid = rr_features(peaks / fs_hz, spec)
     windows, in_bounds = beat_windows(condition(signal, fs_hz, spec), to_spec_samples(peaks, fs_hz, spec), spec)
+    beats = np.stack([windows, windows - wearer_template(windows, spec.template_beats)], axis=-1)
     keep = in_bounds & rr_valid
-    return windows[rr_valid[in_bounds]], rr[keep], np.flatnonzero(keep)
+    return beats[rr_valid[in_bounds]], rr[keep], np.flatnonzero(keep)

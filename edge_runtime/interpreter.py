@@ -10,7 +10,7 @@ from tflite_runtime.interpreter import Interpreter
 class TrainableModel:
     """``model_train.tflite``: float inference, one SGD/momentum step, flat weights in and out.
 
-    beat: float32[B, window, 1] z-scored windows; log_rr: float32[B, 8]; label: int[B];
+    beat: float32[B, window, 2] beats (edge_runtime.beats.BEAT_CHANNEL_NAMES); log_rr: float32[B, 8]; label: int[B];
     weight: float32[B] per-beat loss weights (the manifest's class weights).
     """
 

@@ -38,7 +38,7 @@ class JoinError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LocalData:
-    """The device's labelled beats: beat float32[n, window, 1], log_rr float32[n, 8], label int32[n]."""
+    """The device's labelled beats: beat float32[n, window, 2], log_rr float32[n, 8], label int32[n]."""
 
     beat: np.ndarray
     log_rr: np.ndarray
@@ -54,7 +54,7 @@ class LocalData:
             if missing:
                 raise JoinError(f"{path}: need beat/log_rr/label or signal/fs/r_samples/labels, missing {', '.join(sorted(missing))}")
             windows, rr, keep = cut_beats(data["signal"], float(data["fs"]), data["r_samples"], spec)
-            return cls(windows[..., None].astype(np.float32), rr_model_input(rr), np.asarray(data["labels"], np.int32)[keep])
+            return cls(windows.astype(np.float32), rr_model_input(rr), np.asarray(data["labels"], np.int32)[keep])
 
 
 class CoordinatorClient:

@@ -14,7 +14,7 @@ from edge_runtime.detector import detect_r_peaks
 class StripBeats:
     """Model inputs of the classifiable beats of one strip.
 
-    r_samples: int64[m] R peaks at the input rate; beat: float32[k, window, 1];
+    r_samples: int64[m] R peaks at the input rate; beat: float32[k, window, 2];
     log_rr: float32[k, 8]; index: int64[k], which of the m peaks each row is.
     """
 
@@ -28,7 +28,7 @@ def strip_beats(signal: np.ndarray, fs_hz: float, spec: BeatSpec, r_samples: np.
     """Detect R peaks (unless given), then cut windows and RR features exactly as datasets/ does."""
     peaks = detect_r_peaks(signal, fs_hz) if r_samples is None else np.asarray(r_samples, np.int64)
     windows, rr, index = cut_beats(signal, fs_hz, peaks, spec)
-    return StripBeats(r_samples=peaks, beat=windows[..., None], log_rr=rr_model_input(rr), index=index)
+    return StripBeats(r_samples=peaks, beat=windows, log_rr=rr_model_input(rr), index=index)
 
 
 def rhythm_summary(r_samples: np.ndarray, fs_hz: float, classes: np.ndarray) -> dict:

@@ -2,7 +2,7 @@
 
 Built only from layers whose training the edge runtime can express with TFLite builtin ops
 (Conv1D as im2col + matmul, ReLU, max-pool, global average pool, dense, softmax cross
-entropy): no batch norm and no dropout inside the trained graph. ~9.7k parameters.
+entropy): no batch norm and no dropout inside the trained graph. ~9.8k parameters.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ MAX_PARAMETERS = 50_000
 
 
 def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0) -> tf.keras.Model:
-    """Keras model: inputs (beat float32[B, window, 1], log_rr float32[B, 8]) -> logits [B, 5]."""
+    """Keras model: inputs (beat float32[B, *spec.beat_shape], log_rr float32[B, 8]) -> logits [B, 5]."""
     init = tf.keras.initializers.GlorotUniform
-    beat = tf.keras.Input((spec.window, 1), name="beat")
+    beat = tf.keras.Input(spec.beat_shape, name="beat")
     log_rr = tf.keras.Input((len(RR_FEATURE_NAMES),), name="log_rr")
     x = tf.keras.layers.Conv1D(16, 7, padding="same", activation="relu", kernel_initializer=init(seed), name="conv1")(beat)
     x = tf.keras.layers.MaxPool1D(2)(x)

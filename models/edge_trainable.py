@@ -115,7 +115,7 @@ class EdgeTrainableClassifier(tf.Module):
 
     def _input_signature(self) -> list[tf.TensorSpec]:
         return [
-            tf.TensorSpec([None, self.spec.window, 1], tf.float32, name="beat"),
+            tf.TensorSpec([None, *self.spec.beat_shape], tf.float32, name="beat"),
             tf.TensorSpec([None, len(RR_FEATURE_NAMES)], tf.float32, name="log_rr"),
         ]
 

@@ -57,7 +57,7 @@ def export_for_devices(model: tf.keras.Model, out_dir: Path, *, beats: np.ndarra
         "model_version": hashlib.sha256(weights.tobytes()).hexdigest()[:16],
         "class_names": list(CLASS_NAMES),
         "class_weights": [float(w) for w in class_weights],
-        "inputs": {"beat": [None, spec.window, 1], "log_rr": [None, len(RR_FEATURE_NAMES)]},
+        "inputs": {"beat": [None, *spec.beat_shape], "log_rr": [None, len(RR_FEATURE_NAMES)]},
         "rr_features": list(RR_FEATURE_NAMES),
         "beat_spec": dataclasses.asdict(spec),
         "weight_layout": [{"name": name, "shape": list(shape)} for name, shape in layout],

@@ -84,9 +84,9 @@ def _dense(x: tf.Tensor, weights: StackedWeights, name: str) -> tf.Tensor:
 
 
 def stacked_logits(weights: StackedWeights, beat: tf.Tensor, log_rr: tf.Tensor) -> tf.Tensor:
-    """beat float32[K, B, window, 1], log_rr float32[K, B, 8] -> logits float32[K, B, classes]."""
-    k, b, window = tf.shape(beat)[0], tf.shape(beat)[1], beat.shape[2]
-    x = tf.reshape(tf.transpose(beat[..., 0], [1, 2, 0]), [b, 1, window, k])
+    """beat float32[K, B, window, C], log_rr float32[K, B, 8] -> logits float32[K, B, classes]."""
+    k, b, window, channels = tf.shape(beat)[0], tf.shape(beat)[1], beat.shape[2], beat.shape[3]
+    x = tf.reshape(tf.transpose(beat, [1, 2, 0, 3]), [b, 1, window, k * channels])  # watch-major channels
     for i, (name, _) in enumerate(CONVOLUTIONS):
         x = tf.nn.relu(_same_conv(x, weights[f"{name}/kernel"], weights[f"{name}/bias"]))
         if i < len(CONVOLUTIONS) - 1:

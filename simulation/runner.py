@@ -75,8 +75,8 @@ def server_class_weights(config: SimulationConfig, train: BeatTable) -> np.ndarr
 
 
 def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """(beat float32[n, window, 1], log_rr float32[n, 8]) for the selected beats."""
-    return table.windows[index][..., None], rr_model_input(table.rr[index])
+    """(beat float32[n, window, 2], log_rr float32[n, 8]) for the selected beats."""
+    return table.windows[index], rr_model_input(table.rr[index])
 
 
 def client_dataset(table: BeatTable, beats: np.ndarray, order: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
@@ -182,7 +182,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
             loss_weights=loss_weights, client_learning_rate=config.client_learning_rate,
             server_optimizer=server_optimizer(config.algorithm, server_lr),
             proximal_strength=config.proximal_strength if config.algorithm == "fedprox" else 0.0,
-            codec=config.compression, window=table.windows.shape[1], aggregator=aggregator, max_update_norm=config.max_update_norm,
+            codec=config.compression, beat_shape=table.windows.shape[1:], aggregator=aggregator, max_update_norm=config.max_update_norm,
         )
     example = client_dataset(table, np.arange(1), np.zeros(1, np.int64), batch_size=config.batch_size)
 

@@ -8,7 +8,7 @@ A shard is one ``tf.data`` element (TFF's composer wants client data as sequence
 the watches' own beats once, padded to the largest watch, plus each watch's batch
 schedule as local indices:
 
-    beat float32[K, N, window, 1], log_rr float32[K, N, 8], label int32[K, N],
+    beat float32[K, N, window, channels], log_rr float32[K, N, 8], label int32[K, N],
     order int32[K, S, B] (positions into the watch's N beats), valid float32[K, S, B]
 
 ``valid`` is 0 on padding: a watch with fewer steps than the longest one simply stops.
@@ -29,9 +29,9 @@ def local_orders(sizes: np.ndarray, *, epochs: int, rng: np.random.Generator) ->
     return [np.concatenate([rng.permutation(int(n)) for _ in range(epochs)]) for n in sizes]
 
 
-def shard_element_spec(window: int) -> collections.OrderedDict[str, tf.TensorSpec]:
+def shard_element_spec(beat_shape: tuple[int, int]) -> collections.OrderedDict[str, tf.TensorSpec]:
     return collections.OrderedDict({
-        "beat": tf.TensorSpec([None, None, window, 1], tf.float32),
+        "beat": tf.TensorSpec([None, None, *beat_shape], tf.float32),
         "log_rr": tf.TensorSpec([None, None, len(RR_FEATURE_NAMES)], tf.float32),
         "label": tf.TensorSpec([None, None], tf.int32),
         "order": tf.TensorSpec([None, None, None], tf.int32),
@@ -44,9 +44,8 @@ def build_shard(table: BeatTable, beats: list[np.ndarray], orders: list[np.ndarr
     k = len(beats)
     n = max(len(b) for b in beats)
     steps = max(-(-len(o) // batch_size) for o in orders)
-    window = table.windows.shape[1]
     element = {
-        "beat": np.zeros((k, n, window, 1), np.float32),
+        "beat": np.zeros((k, n, *table.windows.shape[1:]), np.float32),
         "log_rr": np.zeros((k, n, len(RR_FEATURE_NAMES)), np.float32),
         "label": np.zeros((k, n), np.int32),
         "order": np.zeros((k, steps * batch_size), np.int32),
@@ -54,7 +53,7 @@ def build_shard(table: BeatTable, beats: list[np.ndarray], orders: list[np.ndarr
     }
     for i, (index, order) in enumerate(zip(beats, orders)):
         size = len(index)
-        element["beat"][i, :size, :, 0] = table.windows[index]
+        element["beat"][i, :size] = table.windows[index]
         element["log_rr"][i, :size] = rr_model_input(table.rr[index])
         element["label"][i, :size] = table.labels[index]
         element["order"][i, : len(order)] = order

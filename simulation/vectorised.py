@@ -82,10 +82,10 @@ def accepted_updates(flat: tf.Tensor, examples: tf.Tensor, max_norm: float) -> t
 
 def build_shard_client_work(
     weights_type, *, names: list[str], loss_weights: np.ndarray, learning_rate: float, proximal_strength: float = 0.0,
-    codec: str | None = None, window: int, max_update_norm: float = MAX_UPDATE_NORM,
+    codec: str | None = None, beat_shape: tuple[int, int], max_update_norm: float = MAX_UPDATE_NORM,
 ) -> tff.learning.templates.ClientWorkProcess:
     """Client work over shards. State: the round counter (int64@SERVER), which seeds codecs."""
-    element_type = tff.types.tensorflow_to_type(shard_element_spec(window))
+    element_type = tff.types.tensorflow_to_type(shard_element_spec(beat_shape))
     data_type = tff.SequenceType(element_type)
     constant_loss_weights = np.asarray(loss_weights, np.float32)
 
@@ -143,7 +143,7 @@ def build_shard_client_work(
 
 def build_vectorised_process(
     *, initial_weights: list[np.ndarray], names: list[str], loss_weights: np.ndarray, client_learning_rate: float,
-    server_optimizer: tff.learning.optimizers.Optimizer, proximal_strength: float = 0.0, codec: str | None = None, window: int,
+    server_optimizer: tff.learning.optimizers.Optimizer, proximal_strength: float = 0.0, codec: str | None = None, beat_shape: tuple[int, int],
     aggregator: tff.aggregators.WeightedAggregationFactory | None = None, max_update_norm: float = MAX_UPDATE_NORM,
 ) -> tff.learning.templates.LearningProcess:
     """FedAvg / FedProx / FedAdam (by ``server_optimizer`` and ``proximal_strength``) over shards.
@@ -158,7 +158,7 @@ def build_vectorised_process(
     weights_type = initial_model_weights.type_signature.result
     client_work = build_shard_client_work(
         weights_type, names=names, loss_weights=loss_weights, learning_rate=client_learning_rate,
-        proximal_strength=proximal_strength, codec=codec, window=window, max_update_norm=max_update_norm,
+        proximal_strength=proximal_strength, codec=codec, beat_shape=beat_shape, max_update_norm=max_update_norm,
     )
     return tff.learning.templates.compose_learning_process(
         initial_model_weights,

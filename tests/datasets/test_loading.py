@@ -43,7 +43,7 @@ def test_train_and_test_never_share_a_patient(mitdb):
     train, test = load_split(mitdb, "DS1"), load_split(mitdb, "DS2")
     assert set(train.patients) == set(DS1) - {"201"} and set(test.patients) == set(DS2)
     assert not {person_of(p) for p in train.patients} & {person_of(p) for p in test.patients}
-    assert train.windows.shape == (len(train), 88) and train.rr.shape == (len(train), len(RR_FEATURE_NAMES))
+    assert train.windows.shape == (len(train), 88, 2) and train.rr.shape == (len(train), len(RR_FEATURE_NAMES))
     assert np.isfinite(train.windows).all() and np.isfinite(train.rr).all()
 
 

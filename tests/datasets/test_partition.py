@@ -71,7 +71,7 @@ def test_10000_clients_share_arrays_instead_of_copying(ds1):
     population = partition(ds1, PartitionConfig(scheme="quantity", clients=10_000, seed=0))
     assert len(population) == 10_000
     assert population.client(17).base is population.indices  # a view, not a copy
-    bytes_per_copied_beat = ds1.windows.itemsize * ds1.windows.shape[1] + ds1.rr.itemsize * ds1.rr.shape[1]
+    bytes_per_copied_beat = ds1.windows[0].nbytes + ds1.rr.itemsize * ds1.rr.shape[1]
     copies = population.indices.size * bytes_per_copied_beat
     assert population.indices.nbytes + population.offsets.nbytes < copies / 50
 

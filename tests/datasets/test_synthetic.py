@@ -41,7 +41,7 @@ def test_rhythm_and_morphology_of_ectopic_beats(synthetic_dir):
     assert np.median(post_over_local[pvc]) > 1.2
     assert np.median(pre_over_local[apc]) < 0.9
     # QRS width: samples above half the peak of |beat| around the R peak, wider in PVCs
-    qrs = np.abs(table.windows[:, 24:40])
+    qrs = np.abs(table.windows[:, 24:40, 0])
     width = (qrs > 0.5 * qrs.max(axis=1, keepdims=True)).sum(axis=1)
     assert np.median(width[pvc]) > 1.5 * np.median(width[normal])
 

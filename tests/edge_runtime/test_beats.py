@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec, beat_windows, rr_features
+from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec, beat_windows, condition, cut_beats, rr_features, to_spec_samples, wearer_template
 from tests.conftest import REPO_ROOT
 
 
@@ -83,3 +83,35 @@ def test_edge_runtime_never_imports_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wearer_template_is_the_median_beat_so_one_ectopic_beat_stands_out():
+    rng = np.random.default_rng(0)
+    typical = np.sin(np.linspace(0, 3 * np.pi, 88)).astype(np.float32)
+    windows = typical + 0.01 * rng.normal(size=(40, 88)).astype(np.float32)
+    windows[20] = -typical  # one inverted (ectopic) beat among 39 typical ones
+    template = wearer_template(windows, 31)
+    np.testing.assert_allclose(template, np.broadcast_to(typical, template.shape), atol=0.02)
+    difference = np.abs(windows - template).max(axis=1)
+    assert difference[20] > 1.5 and np.delete(difference, 20).max() < 0.05
+
+
+def test_wearer_template_uses_all_beats_of_a_short_strip_and_the_same_count_at_the_ends():
+    windows = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    np.testing.assert_array_equal(wearer_template(windows, 31), np.broadcast_to(np.median(windows, axis=0), (5, 4)))
+    long = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    template = wearer_template(long, 3)  # the first beat's neighbours are beats 0-2, the last's 7-9
+    np.testing.assert_array_equal(template[:, 0], [1, 1, 2, 3, 4, 5, 6, 7, 8, 8])
+
+
+def test_cut_beats_gives_the_beat_and_its_difference_from_the_wearer_template():
+    spec = BeatSpec()
+    fs = 360.0
+    peaks = np.arange(1, 30) * int(0.8 * fs)
+    signal = np.zeros(int(peaks[-1] + fs), np.float32)
+    signal[peaks] = 1.0
+    beats, rr, index = cut_beats(signal, fs, peaks, spec)
+    assert beats.shape == (len(index), *spec.beat_shape) and rr.shape == (len(index), len(RR_FEATURE_NAMES))
+    windows, _ = beat_windows(condition(signal, fs, spec), to_spec_samples(peaks, fs, spec), spec)
+    np.testing.assert_array_equal(beats[..., 0], windows[index])
+    assert np.abs(beats[..., 1]).max() < 0.05  # a regular rhythm of one beat shape: nothing differs from the wearer's own

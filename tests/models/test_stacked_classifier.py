@@ -15,7 +15,7 @@ def test_stacked_logits_equal_each_watchs_keras_model():
     names = [name for name, _ in weight_layout(models[0])]
     stacked = {name: tf.constant(np.stack(ws)) for name, *ws in zip(names, *(m.get_weights() for m in models))}
     rng = np.random.default_rng(0)
-    beat = rng.normal(size=(3, 7, 88, 1)).astype(np.float32)
+    beat = rng.normal(size=(3, 7, 88, 2)).astype(np.float32)
     log_rr = rng.normal(size=(3, 7, 8)).astype(np.float32)
     # Execute
     logits = stacked_logits(stacked, tf.constant(beat), tf.constant(log_rr)).numpy()
@@ -30,7 +30,7 @@ def test_stacked_gradients_equal_keras_gradients():
     names = [name for name, _ in weight_layout(models[0])]
     stacked = [tf.constant(np.stack(ws)) for ws in zip(*(m.get_weights() for m in models))]
     rng = np.random.default_rng(1)
-    beat = rng.normal(size=(2, 5, 88, 1)).astype(np.float32)
+    beat = rng.normal(size=(2, 5, 88, 2)).astype(np.float32)
     log_rr = rng.normal(size=(2, 5, 8)).astype(np.float32)
     labels = rng.integers(0, 5, size=(2, 5))
     with tf.GradientTape() as tape:

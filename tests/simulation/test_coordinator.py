@@ -59,7 +59,7 @@ def device_files(federation_dir, tmp_path_factory) -> list[Path]:
         beats = rng.permutation(np.flatnonzero(train.patient == patient))
         index = np.sort(np.concatenate([beats[train.labels[beats] != 0], beats[train.labels[beats] == 0]])[:400])
         path = out / f"device{i}.npz"
-        np.savez(path, beat=train.windows[index][..., None], log_rr=rr_model_input(train.rr[index]), label=train.labels[index])
+        np.savez(path, beat=train.windows[index], log_rr=rr_model_input(train.rr[index]), label=train.labels[index])
         files.append(path)
     return files
 

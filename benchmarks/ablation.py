@@ -1,0 +1,111 @@
+"""Which input and loss choices help, measured on validation people only (DS2 is never opened).
+
+Each variant trains the beat classifier centrally (a cheap proxy: 2 epochs, seconds per fold) on
+DS1 minus one fold of DS1 people plus the svdb people, and scores the held-out fold as whole
+people; all 5 folds, so each change is judged on every DS1 person once. One change at a time
+against the variant above it. The federated runs (benchmarks/selection.py, mitdb_reference.py)
+then confirm the chosen configuration.
+
+Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--epochs 2]
+Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.beat_table import BeatTable  # noqa: E402
+from datasets.loading import load_people, load_split  # noqa: E402
+from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
+from edge_runtime.beats import BeatSpec, rr_model_input  # noqa: E402
+from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights  # noqa: E402
+from simulation.metrics import classification_report  # noqa: E402
+from simulation.runner import validation_people  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FOLDS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One configuration: how beats are cut, which channels the model sees, who trains, the loss."""
+
+    spec: BeatSpec = BeatSpec()
+    template_channel: bool = True
+    extra_people: bool = True
+    class_weight_power: float = 0.5
+
+
+RECORD_BASELINE = BeatSpec(rr_average_beats=100)  # the previous RR baseline: +-100 beats of a 30-minute record
+VARIANTS = {
+    "beat only, record-long RR baseline (previous model)": Variant(spec=RECORD_BASELINE, template_channel=False),
+    "+ wearer-template channel": Variant(spec=RECORD_BASELINE),
+    "+ strip-sized RR baseline (+-15 beats; chosen)": Variant(),
+    "chosen, without svdb people": Variant(extra_people=False),
+    "chosen, class weights power 1 (full inverse frequency)": Variant(class_weight_power=1.0),
+}
+
+
+def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs; without the template channel it is zeros, which is the one-channel model."""
+    beat = table.windows.copy()
+    if not variant.template_channel:
+        beat[..., 1] = 0.0
+    return beat, rr_model_input(table.rr)
+
+
+def run_fold(ds1: BeatTable, extra: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
+    test = ds1.of_patients(held_out)
+    train = ds1.of_patients(set(ds1.patients) - set(held_out))
+    if variant.extra_people and extra is not None:
+        train = BeatTable.concatenate([train, extra])
+    labels = train.labels.astype(np.int32)
+    tf.keras.utils.set_random_seed(seed)
+    model = build_beat_classifier(variant.spec, seed=seed)
+    model.compile(tf.keras.optimizers.SGD(0.05, momentum=0.9), WeightedCrossEntropy(class_weights(labels, power=variant.class_weight_power)))
+    model.fit(inputs(train, variant), labels, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    report = classification_report(test.labels, model.predict(inputs(test, variant), batch_size=4096, verbose=0).argmax(axis=1))
+    per_class = report["per_class"]
+    return {
+        "S_f1": per_class["S"]["f1"], "S_sensitivity": per_class["S"]["sensitivity"], "S_ppv": per_class["S"]["ppv"],
+        "V_f1": per_class["V"]["f1"], "macro_f1": report["macro_f1"], "S_support": per_class["S"]["support"], "people": list(held_out),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=default_mitdb_dir())
+    parser.add_argument("--svdb", default=shared_database_dir("svdb"))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.data_dir is None:
+        parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
+    results = {}
+    for name, variant in VARIANTS.items():
+        ds1 = load_split(args.data_dir, "DS1", spec=variant.spec)  # DS1 only: DS2 is not read here
+        extra = load_people(args.svdb, spec=variant.spec) if args.svdb else None
+        folds = validation_people(ds1, folds=FOLDS, seed=args.seed)
+        started = time.perf_counter()
+        runs = {str(k): run_fold(ds1, extra, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
+        summary = {key: {"mean": float(np.mean([r[key] for r in runs.values()])), "std": float(np.std([r[key] for r in runs.values()]))}
+                   for key in ("S_f1", "V_f1", "macro_f1")}
+        results[name] = {"variant": dataclasses.asdict(variant), "folds": runs, **summary}
+        print(f"{name}: S F1 {summary['S_f1']['mean']:.3f}±{summary['S_f1']['std']:.3f}  V F1 {summary['V_f1']['mean']:.3f}  "
+              f"macro {summary['macro_f1']['mean']:.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ablation.json").write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "epochs": args.epochs, "variants": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
