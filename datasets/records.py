@@ -6,8 +6,9 @@ otherwise give plausible-looking beats and wrong clinical numbers. Every check r
 accepted and counted, not refused: an annotation up to one second past the last sample
 (svdb 860's last beat) is dropped and counted in ``dropped_annotations``.
 
-The lead: a name given explicitly must exist; by default the first of ``LEAD_PREFERENCE``
-present is used (MLII in mitdb, ECG1 in svdb, whose leads have no standard names).
+The lead: a name given explicitly must exist; by default MLII, else the first ECG channel
+(svdb's ECG1), by ``edge_runtime.signal_input.choose_lead``, the rule the device uses too. A
+header whose base time or date wfdb refuses is read without them.
 """
 from __future__ import annotations
 
@@ -18,12 +19,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-SUPPORTED_FS_HZ = (100.0, 5000.0)
-"""Sampling rates we accept: below 100 Hz the 40 Hz band edge does not fit; above 5 kHz
-is not an ECG recorder."""
+from edge_runtime.signal_input import check_sampling_rate, choose_lead, readable_record
 
 _BITS_PER_SAMPLE = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}
-LEAD_PREFERENCE = ("MLII", "ECG1", "II", "ECG")
 _ANNOTATION_GRACE_S = 1.0
 _INVALID_SAMPLE = {"8": -128, "16": -32768, "24": -(2**23), "32": -(2**31), "61": -32768, "80": -128, "160": -32768, "212": -2048}
 
@@ -62,16 +60,17 @@ def read_record(record_path: Path | str, *, lead: str | None = None) -> EcgRecor
         if not required.is_file():
             raise RecordFormatError(f"{required}: file missing")
 
-    header = _read_header(header_file)
-    if lead is None:
-        lead = next((name for name in LEAD_PREFERENCE if name in header.sig_name), None)
-        if lead is None:
-            raise RecordFormatError(f"{header_file}: none of the leads {', '.join(LEAD_PREFERENCE)} (leads: {', '.join(header.sig_name)}); name one")
-    if lead not in header.sig_name:
-        raise RecordFormatError(f"{header_file}: no lead {lead!r} (leads: {', '.join(header.sig_name)})")
-    channel = header.sig_name.index(lead)
-    _check_data_size(base, header, header_file)
-    digital = _read_digital(base, header, channel)
+    try:
+        with readable_record(base) as readable:
+            header = _read_header(header_file, Path(readable))
+            channel = choose_lead(list(header.sig_name), lead, str(header_file))
+            _check_data_size(base, header, header_file)
+            digital = _read_digital(base, Path(readable), header, channel)
+    except RecordFormatError:
+        raise
+    except ValueError as error:
+        raise RecordFormatError(str(error)) from error
+    lead = header.sig_name[channel]
     _check_checksum(digital, header, channel, header_file)
 
     fmt = str(header.fmt[channel])
@@ -94,7 +93,7 @@ def read_record(record_path: Path | str, *, lead: str | None = None) -> EcgRecor
     )
 
 
-def _read_header(header_file: Path) -> wfdb.Record:
+def _read_header(header_file: Path, readable: Path) -> wfdb.Record:
     first_line = next((line for line in header_file.read_text(errors="replace").splitlines() if line and not line.startswith("#")), "")
     fields = first_line.split()
     if len(fields) < 4:
@@ -102,12 +101,10 @@ def _read_header(header_file: Path) -> wfdb.Record:
             f"{header_file}: record line {first_line!r} lacks the sampling frequency and length (need 'name nsig fs length')"
         )
     try:
-        header = wfdb.rdheader(str(header_file.with_suffix("")))
+        header = wfdb.rdheader(str(readable))
     except Exception as error:  # wfdb raises bare ValueError/IndexError on bad headers
         raise RecordFormatError(f"{header_file}: unreadable header ({error})") from error
-    fs = float(fields[2].split("/")[0])
-    if not SUPPORTED_FS_HZ[0] <= fs <= SUPPORTED_FS_HZ[1] or not math.isfinite(fs):
-        raise RecordFormatError(f"{header_file}: unsupported sampling rate {fs} Hz (supported {SUPPORTED_FS_HZ[0]:g}-{SUPPORTED_FS_HZ[1]:g} Hz)")
+    check_sampling_rate(float(fields[2].split("/")[0]), str(header_file))
     if not header.sig_len:
         raise RecordFormatError(f"{header_file}: header gives no signal length")
     return header
@@ -137,9 +134,9 @@ def _check_data_size(base: Path, header: wfdb.Record, header_file: Path) -> None
             )
 
 
-def _read_digital(base: Path, header: wfdb.Record, channel: int) -> np.ndarray:
+def _read_digital(base: Path, readable: Path, header: wfdb.Record, channel: int) -> np.ndarray:
     try:
-        record = wfdb.rdrecord(str(base), channels=[channel], physical=False, return_res=32)
+        record = wfdb.rdrecord(str(readable), channels=[channel], physical=False, return_res=32)
     except Exception as error:
         raise RecordFormatError(f"{base.with_suffix('.dat')}: unreadable signal ({error})") from error
     digital = np.asarray(record.d_signal[:, 0], dtype=np.int64)

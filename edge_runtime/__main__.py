@@ -14,12 +14,16 @@ import numpy as np
 
 from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import cut_beats, rr_model_input
+from edge_runtime.closed_pipe import silence_stdout
 from edge_runtime.codecs import CODECS
+from edge_runtime.detector import detect_r_peaks
 from edge_runtime.identity import update_key
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack
+from edge_runtime.quality import MIN_STRIP_S, assess_quality
+from edge_runtime.signal_input import check_sampling_rate, choose_lead, readable_record
 from edge_runtime.strip import rhythm_summary, strip_beats
 
 SAMPLE_BEATS = Path(__file__).resolve().parent / "sample_beats.npz"
@@ -34,27 +38,43 @@ def read_strip(args: argparse.Namespace) -> tuple[np.ndarray, float]:
     if args.ecg:
         if args.fs is None:
             raise DeviceInputError("--ecg needs --fs (the strip's sampling rate in Hz)")
+        fs = check_sampling_rate(args.fs, "--fs")
         signal = np.load(args.ecg)
         if signal.ndim != 1 or not np.all(np.isfinite(signal)):
             raise DeviceInputError(f"{args.ecg}: need a finite 1-D signal, got shape {signal.shape}")
-        return signal.astype(np.float64), float(args.fs)
+        return signal.astype(np.float64), fs
+    if args.fs is not None:
+        raise DeviceInputError("--fs is for --ecg; a --record's header gives its rate")
     try:
         import wfdb  # optional on devices: only for reading WFDB files
     except ImportError as error:
         raise DeviceInputError("--record needs the optional wfdb package; use --ecg strip.npy --fs HZ") from error
-    record = wfdb.rdrecord(args.record, channel_names=[args.lead])
-    return record.p_signal[:, 0], float(record.fs)
+    with readable_record(args.record) as path:
+        header = wfdb.rdheader(path)
+        channel = choose_lead(list(header.sig_name), args.lead, args.record)
+        record = wfdb.rdrecord(path, channels=[channel])
+    signal = record.p_signal[:, 0]
+    if not np.all(np.isfinite(signal)):
+        raise DeviceInputError(f"{args.record}: lead {header.sig_name[channel]} holds invalid (NaN) samples")
+    return signal, check_sampling_rate(float(record.fs), args.record)
 
 
 def run_infer(args: argparse.Namespace) -> dict:
+    """Quality first: beats get classes, and the strip a heart rate and burdens, only inside usable stretches."""
     manifest = Manifest.read(Path(args.model) / "manifest.json")
     signal, fs = read_strip(args)
-    beats = strip_beats(signal, fs, manifest.beat_spec)
-    classes = Int8Classifier(Path(args.model) / "model_int8.tflite").logits(beats.beat, beats.log_rr).argmax(axis=1) if beats.index.size else np.zeros(0, int)
-    return {
-        "summary": rhythm_summary(beats.r_samples, fs, classes),
-        "beats": [{"r_sample": int(beats.r_samples[i]), "class": CLASS_NAMES[c]} for i, c in zip(beats.index, classes)],
-    }
+    peaks = detect_r_peaks(signal, fs) if signal.size >= MIN_STRIP_S * fs else np.zeros(0, np.int64)
+    quality = assess_quality(signal, fs, peaks)
+    result = {"quality": quality.as_dict(), "unreadable": quality.unreadable, "summary": None, "beats": []}
+    if quality.unreadable:
+        return result
+    beats = strip_beats(signal, fs, manifest.beat_spec, r_samples=peaks)
+    rows = beats.index[quality.usable_beats(beats.r_samples[beats.index], fs)]
+    usable = np.isin(beats.index, rows)
+    classes = Int8Classifier(Path(args.model) / "model_int8.tflite").logits(beats.beat[usable], beats.log_rr[usable]).argmax(axis=1) if rows.size else np.zeros(0, int)
+    result["summary"] = rhythm_summary(peaks[quality.usable_beats(peaks, fs)], fs, classes)
+    result["beats"] = [{"r_sample": int(peaks[i]), "class": CLASS_NAMES[c]} for i, c in zip(rows, classes)]
+    return result
 
 
 def run_train(args: argparse.Namespace) -> dict:
@@ -137,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--ecg", help="strip as a 1-D .npy in mV")
     source.add_argument("--record", help="WFDB record path without extension (needs wfdb)")
-    infer.add_argument("--fs", type=float, help="sampling rate of --ecg in Hz")
-    infer.add_argument("--lead", default="MLII")
+    infer.add_argument("--fs", type=float, help="sampling rate of --ecg in Hz (100-5000)")
+    infer.add_argument("--lead", help="channel of --record (default: MLII, else the first ECG channel)")
     infer.set_defaults(handler=run_infer)
     train = commands.add_parser("train", help="local epochs on labelled strips, then a compressed update payload")
     train.add_argument("--model", required=True)
@@ -178,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DeviceInputError, PayloadError, OSError, ValueError, RuntimeError) as error:
         print(f"edge_runtime: error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    try:
+        print(json.dumps(result), flush=True)
+    except BrokenPipeError:
+        silence_stdout()
+        return 0
     return 0 if args.command != "selftest" or (result["weights_roundtrip_exact"] and not result["tensorflow_imported"]) else 1
 
 

@@ -10,6 +10,8 @@ import os
 import platform
 import sys
 
+from edge_runtime.closed_pipe import silence_stdout
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: keep the terminal readable
 if platform.machine() in ("x86_64", "AMD64"):
     # TF turns oneDNN on by itself only on CPUs with AVX-512 VNNI/AMX, but it runs on every x86-64
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecordFormatError, ConfigError, LoopbackShimError) as error:
         print(f"fedbeat: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fedbeat ... | head`
+        silence_stdout()
+        return 0
 
 
 if __name__ == "__main__":

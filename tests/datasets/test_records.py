@@ -41,8 +41,18 @@ def test_selects_mlii_by_name_where_it_is_channel_1(mitdb):
 def test_missing_lead_names_the_leads(mitdb):
     with pytest.raises(RecordFormatError, match=r"no lead 'MLII' \(leads: V5, V2\)"):
         read_record(mitdb / "102", lead="MLII")
-    with pytest.raises(RecordFormatError, match=r"none of the leads MLII, ECG1, II, ECG \(leads: V5, V2\); name one"):
-        read_record(mitdb / "102")
+    assert read_record(mitdb / "102").lead == "V5"  # no MLII: the first ECG channel
+
+
+def test_a_header_with_a_date_wfdb_refuses_is_read_without_it(mitdb, tmp_path):
+    for suffix in (".hea", ".dat", ".atr"):
+        (tmp_path / f"100{suffix}").write_bytes((mitdb / f"100{suffix}").read_bytes())
+    edit_header(tmp_path / "100", "100 2 360 650000", "100 2 360 650000 2000-05-01T05:05:15")
+    with pytest.raises(ValueError, match="unconverted data remains"):
+        wfdb.rdheader(str(tmp_path / "100"))
+    record, reference = read_record(tmp_path / "100"), read_record(mitdb / "100")
+    np.testing.assert_array_equal(record.signal, reference.signal)
+    np.testing.assert_array_equal(record.ann_samples, reference.ann_samples)
 
 
 def corrupt_missing_atr(record: Path) -> str:
@@ -81,7 +91,7 @@ def corrupt_signal_bytes(record: Path) -> str:
 
 def corrupt_sampling_rate(record: Path) -> str:
     edit_header(record, "100 2 360 650000", "100 2 36 650000")
-    return r"100\.hea: unsupported sampling rate 36\.0 Hz"
+    return r"100\.hea: sampling rate 36\.0 Hz is not supported"
 
 
 def corrupt_missing_sampling_rate(record: Path) -> str:
@@ -136,12 +146,12 @@ def test_annotation_on_the_sample_after_the_end_is_dropped_and_counted(tmp_path)
     assert record.ann_samples.tolist() == [500, 1000] and record.dropped_annotations == 1
 
 
-def test_the_lead_is_chosen_by_preference_or_by_name(tmp_path):
+def test_the_lead_is_mlii_else_the_first_ecg_channel_or_by_name(tmp_path):
     signal = np.sin(np.arange(3600) / 20.0)
     wfdb.wrsamp("two", fs=128, units=["mV", "mV"], sig_name=["ECG2", "ECG1"], p_signal=np.stack([signal, -signal], axis=1), fmt=["16", "16"],
                 adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(tmp_path))
     wfdb.wrann("two", "atr", np.array([500]), symbol=["N"], write_dir=str(tmp_path))
-    assert read_record(tmp_path / "two").lead == "ECG1"  # no MLII: the next preferred lead
+    assert read_record(tmp_path / "two").lead == "ECG2"  # no MLII: the first ECG channel
     assert read_record(tmp_path / "two", lead="ECG2").lead == "ECG2"
     with pytest.raises(RecordFormatError, match="no lead 'MLII'"):
         read_record(tmp_path / "two", lead="MLII")
