@@ -16,15 +16,13 @@ from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import cut_beats, rr_model_input
 from edge_runtime.closed_pipe import silence_stdout
 from edge_runtime.codecs import CODECS
-from edge_runtime.detector import detect_r_peaks
 from edge_runtime.identity import update_key
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack
-from edge_runtime.quality import MIN_STRIP_S, assess_quality
 from edge_runtime.signal_input import check_sampling_rate, choose_lead, readable_record
-from edge_runtime.strip import rhythm_summary, strip_beats
+from edge_runtime.strip import classify_strip, rhythm_summary
 
 SAMPLE_BEATS = Path(__file__).resolve().parent / "sample_beats.npz"
 
@@ -63,17 +61,13 @@ def run_infer(args: argparse.Namespace) -> dict:
     """Quality first: beats get classes, and the strip a heart rate and burdens, only inside usable stretches."""
     manifest = Manifest.read(Path(args.model) / "manifest.json")
     signal, fs = read_strip(args)
-    peaks = detect_r_peaks(signal, fs) if signal.size >= MIN_STRIP_S * fs else np.zeros(0, np.int64)
-    quality = assess_quality(signal, fs, peaks)
+    strip = classify_strip(signal, fs, manifest.beat_spec, Int8Classifier(Path(args.model) / "model_int8.tflite"))
+    quality = strip.quality
     result = {"quality": quality.as_dict(), "unreadable": quality.unreadable, "summary": None, "beats": []}
     if quality.unreadable:
         return result
-    beats = strip_beats(signal, fs, manifest.beat_spec, r_samples=peaks)
-    rows = beats.index[quality.usable_beats(beats.r_samples[beats.index], fs)]
-    usable = np.isin(beats.index, rows)
-    classes = Int8Classifier(Path(args.model) / "model_int8.tflite").logits(beats.beat[usable], beats.log_rr[usable]).argmax(axis=1) if rows.size else np.zeros(0, int)
-    result["summary"] = rhythm_summary(peaks[quality.usable_beats(peaks, fs)], fs, classes)
-    result["beats"] = [{"r_sample": int(peaks[i]), "class": CLASS_NAMES[c]} for i, c in zip(rows, classes)]
+    result["summary"] = rhythm_summary(strip.r_samples[quality.usable_beats(strip.r_samples, fs)], fs, strip.classes)
+    result["beats"] = [{"r_sample": int(strip.r_samples[i]), "class": CLASS_NAMES[c]} for i, c in zip(strip.classified, strip.classes)]
     return result
 
 

@@ -8,6 +8,8 @@ import numpy as np
 from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
 from edge_runtime.detector import detect_r_peaks
+from edge_runtime.interpreter import Int8Classifier
+from edge_runtime.quality import MIN_STRIP_S, StripQuality, assess_quality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,33 @@ def strip_beats(signal: np.ndarray, fs_hz: float, spec: BeatSpec, r_samples: np.
     peaks = detect_r_peaks(signal, fs_hz) if r_samples is None else np.asarray(r_samples, np.int64)
     windows, rr, index = cut_beats(signal, fs_hz, peaks, spec)
     return StripBeats(r_samples=peaks, beat=windows, log_rr=rr_model_input(rr), index=index)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifiedStrip:
+    """What the watch concludes from a strip: its quality, every detected R peak (int64[m], input
+    rate), which of them got a class (int64[k] into r_samples) and the classes (int64[k])."""
+
+    quality: StripQuality
+    r_samples: np.ndarray
+    classified: np.ndarray
+    classes: np.ndarray
+
+
+def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier: Int8Classifier, *, quality_gate: bool = True) -> ClassifiedStrip:
+    """Detect, judge quality, and classify the beats inside usable stretches (every beat with
+    ``quality_gate=False``, which benchmarks use to measure what the gate prevents)."""
+    peaks = detect_r_peaks(signal, fs_hz) if signal.size >= MIN_STRIP_S * fs_hz else np.zeros(0, np.int64)
+    quality = assess_quality(signal, fs_hz, peaks)
+    none = np.zeros(0, np.int64)
+    if quality_gate and quality.unreadable or peaks.size == 0:
+        return ClassifiedStrip(quality, peaks, none, none)
+    beats = strip_beats(signal, fs_hz, spec, r_samples=peaks)
+    keep = quality.usable_beats(peaks[beats.index], fs_hz) if quality_gate else np.ones(beats.index.size, bool)
+    if not keep.any():
+        return ClassifiedStrip(quality, peaks, none, none)
+    classes = classifier.logits(beats.beat[keep], beats.log_rr[keep]).argmax(axis=1).astype(np.int64)
+    return ClassifiedStrip(quality, peaks, beats.index[keep], classes)
 
 
 def rhythm_summary(r_samples: np.ndarray, fs_hz: float, classes: np.ndarray) -> dict:

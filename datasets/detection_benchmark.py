@@ -1,0 +1,185 @@
+"""How well the device's R-peak detector finds beats, beside wfdb's XQRS, on clean and noisy leads.
+
+Rows: MIT-BIH leads 1 and 2 (MLII, and V1/V2/V4/V5: a weaker lead), svdb ECG1 and ECG2 (128 Hz),
+and the noise stress test: MIT-BIH 118 and 119 (lead 1) with nstdb electrode-motion (em),
+muscle (ma) and baseline-wander (bw) noise added at SNR 24 ... 0 dB by the nst protocol (5 clean
+minutes, then 2-minute noisy and clean periods in turn; SNR from the QRS peak-to-peak amplitude
+and the noise's RMS, as nst measures them), plus nstdb's own 118e* records as a cross-check.
+
+Scoring follows ANSI/AAMI EC57: a detection within 150 ms of an annotated beat is a true
+positive (each beat matched once); ventricular flutter episodes ('[' to ']') are left out.
+Sensitivity and positive predictivity are gross (pooled over the records of a row).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import wfdb
+import wfdb.processing
+from tqdm import tqdm
+
+from edge_runtime.aami import classes_of
+from edge_runtime.detector import detect_r_peaks, match_beats
+
+TOLERANCE_S = 0.150
+SNRS_DB = (24, 18, 12, 6, 0)
+NOISES = ("em", "ma", "bw")
+NST_CLEAN_RECORDS = ("118", "119")
+NSTDB_READY = {"118e24": 24, "118e12": 12, "118e00": 0, "118e_6": -6}
+TARGETS = {"mitdb lead 1": 99.5, "mitdb lead 2": 99.0, "svdb ECG1": 99.0, "svdb ECG2": 99.0, "nst em 12 dB": 99.0}
+"""Minimum Se and +P (%) of fedbeat's detector per row (issue 14)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionBenchmarkConfig:
+    mitdb: Path
+    svdb: Path | None = None
+    nstdb: Path | None = None
+    records: int | None = None  # first N records of each database (None: all); the noise rows always use 118 and 119
+    xqrs: bool = True
+
+    @classmethod
+    def quick(cls, mitdb: Path, svdb: Path | None, nstdb: Path | None) -> "DetectionBenchmarkConfig":
+        """A few records per row and no XQRS: minutes on 2 cores, for CI."""
+        return cls(mitdb=mitdb, svdb=svdb, nstdb=nstdb, records=4, xqrs=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Strip:
+    """One lead to detect on, its rate, and the annotated beats to score against."""
+
+    name: str
+    signal: np.ndarray
+    fs_hz: float
+    beats: np.ndarray
+    excluded: list[tuple[int, int]]
+
+
+def annotated_beats(annotation: wfdb.Annotation) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(beat samples, ventricular flutter episodes as (start, end) sample pairs)."""
+    samples = np.asarray(annotation.sample, np.int64)
+    symbols = list(annotation.symbol)
+    beats = samples[classes_of(symbols) >= 0]
+    starts = [s for s, sym in zip(samples, symbols) if sym == "["]
+    ends = [s for s, sym in zip(samples, symbols) if sym == "]"]
+    return beats, [(int(a), int(b)) for a, b in zip(starts, ends)]
+
+
+def read_strip(base: Path, channel: int, name: str) -> Strip:
+    record = wfdb.rdrecord(str(base), channels=[channel])
+    beats, excluded = annotated_beats(wfdb.rdann(str(base), "atr"))
+    return Strip(name, np.nan_to_num(record.p_signal[:, 0]), float(record.fs), beats, excluded)
+
+
+def qrs_signal_power(signal: np.ndarray, beats: np.ndarray, fs_hz: float) -> float:
+    """nst's signal size: the mean of (QRS peak-to-peak amplitude)^2 / 8, the largest and smallest 5 % of beats left out."""
+    half = int(0.05 * fs_hz)
+    inside = beats[(beats >= half) & (beats + half < signal.size)]
+    windows = signal[inside[:, None] + np.arange(-half, half + 1)[None, :]]
+    amplitude = np.sort(windows.max(axis=1) - windows.min(axis=1))
+    trimmed = amplitude[int(0.05 * amplitude.size): max(int(0.95 * amplitude.size), 1)]
+    return float(np.mean(trimmed**2) / 8.0)
+
+
+def noise_power(noise: np.ndarray, fs_hz: float) -> float:
+    """nst's noise size: mean square of the per-second RMS (mean removed), the largest and smallest 5 % left out."""
+    seconds = noise[: noise.size // int(fs_hz) * int(fs_hz)].reshape(-1, int(fs_hz))
+    rms = np.sort(np.sqrt(np.mean((seconds - seconds.mean(axis=1, keepdims=True)) ** 2, axis=1)))
+    trimmed = rms[int(0.05 * rms.size): max(int(0.95 * rms.size), 1)]
+    return float(np.mean(trimmed) ** 2)
+
+
+def noisy_periods(length: int, fs_hz: float) -> np.ndarray:
+    """bool[length]: nst's standard protocol, 5 clean minutes then noise and clean 2 minutes each in turn."""
+    minute = int(60 * fs_hz)
+    t = np.arange(length)
+    return (t >= 5 * minute) & (((t - 5 * minute) // (2 * minute)) % 2 == 0)
+
+
+def add_noise(clean: Strip, noise: np.ndarray, snr_db: float, name: str) -> Strip:
+    """``clean`` with ``noise`` (same rate) scaled to ``snr_db`` in nst's noisy periods."""
+    reps = int(np.ceil(clean.signal.size / noise.size))
+    noise = np.tile(noise, reps)[: clean.signal.size]
+    gain = np.sqrt(qrs_signal_power(clean.signal, clean.beats, clean.fs_hz) / (noise_power(noise, clean.fs_hz) * 10 ** (snr_db / 10)))
+    mask = noisy_periods(clean.signal.size, clean.fs_hz)
+    return dataclasses.replace(clean, name=name, signal=clean.signal + gain * (noise - noise.mean()) * mask)
+
+
+def xqrs_detect(signal: np.ndarray, fs_hz: float) -> np.ndarray:
+    detector = wfdb.processing.XQRS(sig=signal, fs=fs_hz)
+    detector.detect(verbose=False)
+    return np.asarray(detector.qrs_inds, np.int64)
+
+
+DETECTORS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {"fedbeat": detect_r_peaks, "xqrs": xqrs_detect}
+
+
+def score(strip: Strip, detected: np.ndarray) -> dict:
+    """EC57 counts for one strip, flutter episodes left out."""
+    def outside(samples: np.ndarray) -> np.ndarray:
+        keep = np.ones(samples.size, bool)
+        for start, end in strip.excluded:
+            keep &= ~((samples >= start) & (samples <= end))
+        return samples[keep]
+
+    tp, fn, fp = match_beats(outside(strip.beats), outside(np.asarray(detected, np.int64)), int(TOLERANCE_S * strip.fs_hz))
+    return {"tp": tp, "fn": fn, "fp": fp}
+
+
+def gross(counts: list[dict]) -> dict:
+    tp, fn, fp = (sum(c[k] for c in counts) for k in ("tp", "fn", "fp"))
+    return {"se": round(100.0 * tp / max(tp + fn, 1), 3), "ppv": round(100.0 * tp / max(tp + fp, 1), 3), "tp": tp, "fn": fn, "fp": fp}
+
+
+def rows(config: DetectionBenchmarkConfig) -> dict[str, Callable[[], list[Strip]]]:
+    """Row name -> loader of its strips (lazily, one row in memory at a time)."""
+    def database(directory: Path, channel: int, label: str) -> Callable[[], list[Strip]]:
+        names = sorted(p.stem for p in directory.glob("*.hea"))[: config.records]
+        return lambda: [read_strip(directory / n, channel, f"{label}/{n}") for n in names if (directory / f"{n}.atr").is_file()]
+
+    table = {"mitdb lead 1": database(config.mitdb, 0, "mitdb"), "mitdb lead 2": database(config.mitdb, 1, "mitdb")}
+    if config.svdb is not None:
+        table |= {"svdb ECG1": database(config.svdb, 0, "svdb"), "svdb ECG2": database(config.svdb, 1, "svdb")}
+    if config.nstdb is not None:
+        for noise_name in NOISES:
+            for snr in SNRS_DB:
+                table[f"nst {noise_name} {snr} dB"] = _nst_row(config, noise_name, snr)
+        table |= {f"nstdb {name} (ready-made)": _ready_made(config.nstdb, name) for name in NSTDB_READY if (config.nstdb / f"{name}.hea").is_file()}
+    return table
+
+
+def _nst_row(config: DetectionBenchmarkConfig, noise_name: str, snr: float) -> Callable[[], list[Strip]]:
+    def load() -> list[Strip]:
+        noise = wfdb.rdrecord(str(config.nstdb / noise_name), channels=[0]).p_signal[:, 0]
+        return [add_noise(read_strip(config.mitdb / r, 0, r), noise, snr, f"{r}+{noise_name}{snr}") for r in NST_CLEAN_RECORDS]
+    return load
+
+
+def _ready_made(nstdb: Path, name: str) -> Callable[[], list[Strip]]:
+    return lambda: [read_strip(nstdb / name, 0, f"nstdb/{name}")]
+
+
+def benchmark_detection(config: DetectionBenchmarkConfig, *, progress: bool = True) -> dict:
+    """{"rows": {row: {detector: gross counts, "records": {...}}}, "seconds": {detector: total}, "targets": ...}."""
+    detectors = {k: v for k, v in DETECTORS.items() if config.xqrs or k != "xqrs"}
+    result: dict = {"rows": {}, "seconds": {name: 0.0 for name in detectors}, "tolerance_s": TOLERANCE_S, "targets": TARGETS}
+    for row, load in tqdm(rows(config).items(), desc="detection", unit="row", disable=None if progress else True):
+        strips = load()
+        entry: dict = {"records": {}}
+        for name, detect in detectors.items():
+            counts = []
+            for strip in strips:
+                started = time.perf_counter()
+                detected = detect(strip.signal, strip.fs_hz)
+                result["seconds"][name] += time.perf_counter() - started
+                counts.append(score(strip, detected))
+                entry["records"].setdefault(strip.name, {})[name] = gross([counts[-1]])
+            entry[name] = gross(counts)
+        result["rows"][row] = entry
+    result["targets_met"] = {row: min(result["rows"][row]["fedbeat"]["se"], result["rows"][row]["fedbeat"]["ppv"]) >= target
+                             for row, target in TARGETS.items() if row in result["rows"]}
+    return result
