@@ -3,8 +3,10 @@
 Band-pass 5-15 Hz (the shared FFT filter), five-point derivative, squaring, 150 ms moving
 window integration, then adaptive signal/noise thresholds with a 200 ms refractory period,
 T-wave rejection (slope test within 360 ms) and search-back at half threshold when no beat
-came for 1.66 mean RR intervals. Each detection is then placed on the largest deflection
-of the 0.5-40 Hz conditioned lead, where annotators put R.
+came for 1.66 regular RR intervals (RR average 2: missed beats do not stretch it). Peaks more
+than 4x the signal level move it as if 4x (an artifact cannot lift the threshold over the
+beats), and after RECOVERY_S without a beat the level decays. Each detection is then placed
+on the largest deflection of the 0.5-40 Hz conditioned lead, where annotators put R.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import numpy as np
 from edge_runtime.filters import bandpass_resample
 
 DETECTION_FS_HZ = 125.0
+RECOVERY_S = 2.0
+"""After this long without a beat (and none at half threshold), the signal level halves every
+RECOVERY_S: one large artifact no longer blinds the detector for the rest of the strip."""
 
 
 def _local_maxima(x: np.ndarray, min_distance: int) -> np.ndarray:
@@ -44,35 +49,38 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
     learning = integrated[: int(2 * fs)]
     signal_level, noise_level = 0.25 * learning.max(), 0.5 * learning.mean()
     threshold = noise_level + 0.25 * (signal_level - noise_level)
+    level_at_beat = signal_level
     beats: list[int] = []
-    rr_history: list[int] = []
+    regular_rr: list[float] = []
     last_slope = 0.0
     i = 0
     while i < peaks.size:
         peak = peaks[i]
         value = integrated[peak]
-        if beats and rr_history:
-            mean_rr = float(np.mean(rr_history[-8:]))
+        if beats:
+            expected = float(np.mean(regular_rr[-8:])) if regular_rr else fs
             gap = peak - beats[-1]
-            if gap > 1.66 * mean_rr:  # search back for a missed beat at half threshold
+            if gap > 1.66 * expected:  # search back for a missed beat at half threshold
                 between = peaks[(peaks > beats[-1] + refractory) & (peaks < peak - refractory)]
                 missed = between[integrated[between] > 0.5 * threshold]
                 if missed.size:
                     best = missed[np.argmax(integrated[missed])]
-                    rr_history.append(int(best - beats[-1]))
                     beats.append(int(best))
-                    signal_level = 0.25 * integrated[best] + 0.75 * signal_level
+                    signal_level = level_at_beat = 0.25 * integrated[best] + 0.75 * signal_level
                     threshold = noise_level + 0.25 * (signal_level - noise_level)
                     continue
+                if gap > RECOVERY_S * fs:  # nothing even at half threshold: an artifact raised it, let it decay
+                    signal_level = level_at_beat * 0.5 ** ((gap / fs - RECOVERY_S) / RECOVERY_S)
+                    threshold = noise_level + 0.25 * (signal_level - noise_level)
         if value > threshold:
             slope = float(np.max(np.abs(derivative[max(peak - window, 0) : peak + 1])))
             is_t_wave = bool(beats) and peak - beats[-1] < int(0.36 * fs) and slope < 0.5 * last_slope
             if not is_t_wave:
                 if beats:
-                    rr_history.append(int(peak - beats[-1]))
+                    regular_rr.append(_regular_interval(float(peak - beats[-1]), regular_rr))
                 beats.append(int(peak))
                 last_slope = slope
-                signal_level = 0.125 * value + 0.875 * signal_level
+                signal_level = level_at_beat = 0.125 * min(value, 4 * signal_level) + 0.875 * signal_level
             else:
                 noise_level = 0.125 * value + 0.875 * noise_level
         else:
@@ -82,6 +90,16 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
 
     located = _locate_on_lead(np.array(beats, dtype=np.int64), lead, window)
     return np.unique(np.rint(located * fs_hz / fs).astype(np.int64))
+
+
+def _regular_interval(rr: float, history: list[float]) -> float:
+    """What an interval adds to the expected RR: itself when regular (92-116 % of the recent mean,
+    Pan-Tompkins' RR average 2), else a step of 1/8 towards it. Missed beats (double intervals) and
+    ectopic pairs then cannot stretch the expectation that decides when to search back."""
+    if len(history) < 2:
+        return rr
+    expected = float(np.mean(history[-8:]))
+    return rr if 0.92 * expected <= rr <= 1.16 * expected else 0.875 * expected + 0.125 * rr
 
 
 def _locate_on_lead(peaks: np.ndarray, lead: np.ndarray, window: int) -> np.ndarray:

@@ -138,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks")
-    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge,sim}")
+    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge,sim,detect}")
     sim = targets.add_parser("sim", help="simulated-round examples/s vs centralized Keras, memory across rounds")
     sim.add_argument("--quick", action="store_true", help="200 clients per round, 12 rounds, no sweeps (CI)")
     sim.add_argument("--json", action="store_true")
@@ -148,6 +148,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     edge.add_argument("--data-dir", help="MIT-BIH directory for --dataset mitdb")
     edge.add_argument("--json", action="store_true")
     edge.set_defaults(handler=run_bench_edge)
+    detect = targets.add_parser("detect", help="R-peak detector Se/+P on MIT-BIH leads 1 and 2, svdb, the nst noise protocol; XQRS beside")
+    detect.add_argument("--data-dir", help="MIT-BIH directory (default $FEDBEAT_DATA or ../shared/data/mitdb)")
+    detect.add_argument("--svdb", help="svdb directory (default ../shared/data/svdb if present)")
+    detect.add_argument("--nstdb", help="nstdb directory (default ../shared/data/nstdb if present)")
+    detect.add_argument("--quick", action="store_true", help="4 records per database, no XQRS")
+    detect.add_argument("--json", action="store_true")
+    detect.set_defaults(handler=run_bench_detect)
 
 
 def _print_scalars(result: dict, as_json: bool, *, nested: str) -> bool:
@@ -169,6 +176,23 @@ def run_bench_sim(args: argparse.Namespace) -> int:
         return 0
     for row in result.get("sweep", []):
         print("sweep " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
+def run_bench_detect(args: argparse.Namespace) -> int:
+    from datasets.detection_benchmark import DetectionBenchmarkConfig, benchmark_detection
+    from datasets.splits import default_mitdb_dir, resolve_data_dir, shared_database_dir
+
+    mitdb = resolve_data_dir(args.data_dir or default_mitdb_dir())
+    svdb, nstdb = (Path(a) if a else shared_database_dir(name) for a, name in ((args.svdb, "svdb"), (args.nstdb, "nstdb")))
+    make = DetectionBenchmarkConfig.quick if args.quick else DetectionBenchmarkConfig
+    result = benchmark_detection(make(mitdb=mitdb, svdb=svdb, nstdb=nstdb), progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for row, entry in result["rows"].items():
+        cells = "  ".join(f"{name} Se {entry[name]['se']:6.2f} +P {entry[name]['ppv']:6.2f}" for name in ("fedbeat", "xqrs") if name in entry)
+        print(f"{row:<28}{cells}")
     return 0
 
 

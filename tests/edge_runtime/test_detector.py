@@ -38,3 +38,18 @@ def test_detects_synthetic_beats_at_a_watch_rate(synthetic_dir):
 
 def test_flat_line_has_no_beats():
     assert detect_r_peaks(np.zeros(5000), 250.0).size == 0
+
+
+def test_threshold_recovers_after_a_motion_artifact(mitdb):
+    # A 0.4 s, 15 mV motion artifact 5 s into a clean minute of record 100 lifted the old
+    # detector's threshold above every later beat: it found none of the 65 beats after it.
+    record = read_record(mitdb / "100")
+    fs = record.fs_hz
+    signal = record.signal[: int(60 * fs)].copy()
+    t = np.arange(int(0.4 * fs)) / fs
+    signal[int(5 * fs): int(5 * fs) + t.size] += 15 * np.sin(2 * np.pi * 6 * t)
+    beats = record.ann_samples[(classes_of(record.ann_symbols) >= 0) & (record.ann_samples < signal.size)]
+    after = beats[beats > 7 * fs]
+    detected = detect_r_peaks(signal, fs)
+    true_positive, false_negative, false_positive = match_beats(after, detected[detected > 7 * fs], int(0.15 * fs))
+    assert false_negative <= 1 and false_positive == 0 and true_positive >= after.size - 1
