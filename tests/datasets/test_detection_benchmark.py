@@ -35,3 +35,21 @@ def test_scoring_matches_within_150_ms_and_leaves_out_flutter():
     strip = Strip("s", np.zeros(10_000), 360.0, beats=np.array([1000, 2000, 3000, 8000]), excluded=[(7000, 9000)])
     counts = score(strip, np.array([1040, 2100, 5000, 8000, 8500]))  # 2100 is 278 ms late; 8000/8500 inside flutter
     assert counts == {"tp": 1, "fn": 2, "fp": 2}
+
+
+def test_fedbeat_bench_detect_quick_reports_every_row(mitdb, nstdb):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fedbeat = Path(sys.executable).with_name("fedbeat")
+    result = subprocess.run([str(fedbeat), "bench", "detect", "--quick", "--json", "--data-dir", str(mitdb), "--nstdb", str(nstdb)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"mitdb lead 1", "mitdb lead 2", "nst em 12 dB", "nst ma 0 dB", "nstdb 118e12 (ready-made)"} <= set(report["rows"])
+    assert all(len(row["records"]) == (2 if name.startswith("nst ") else 1 if "ready" in name else 4) for name, row in report["rows"].items())
+    clean = report["rows"]["mitdb lead 1"]["fedbeat"]
+    assert clean["se"] >= 99.0 and clean["ppv"] >= 99.0  # records 100, 101, 102, 103
+    assert report["rows"]["nst em 0 dB"]["fedbeat"]["ppv"] < report["rows"]["nst em 24 dB"]["fedbeat"]["ppv"]
