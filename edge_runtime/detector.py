@@ -3,7 +3,9 @@
 Band-pass 5-15 Hz (the shared FFT filter), five-point derivative, squaring, 150 ms moving
 window integration, then adaptive signal/noise thresholds with a 200 ms refractory period,
 T-wave rejection (slope test within 360 ms) and search-back at half threshold when no beat
-came for 1.66 regular RR intervals (RR average 2: missed beats do not stretch it). Peaks more
+came for 1.66 regular RR intervals (RR average 2: missed beats do not stretch it), taking
+only candidates at least 0.3 as steep as the last QRS (P and T waves in a pause are not beats).
+Peaks more
 than 4x the signal level move it as if 4x (an artifact cannot lift the threshold over the
 beats), and after RECOVERY_S without a beat the level decays. Each detection is then placed
 on the largest deflection of the 0.5-40 Hz conditioned lead, where annotators put R.
@@ -63,6 +65,7 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
             if gap > 1.66 * expected:  # search back for a missed beat at half threshold
                 between = peaks[(peaks > beats[-1] + refractory) & (peaks < peak - refractory)]
                 missed = between[integrated[between] > 0.5 * threshold]
+                missed = missed[[_steepest(derivative, c, window) >= 0.3 * last_slope for c in missed]]
                 if missed.size:
                     best = missed[np.argmax(integrated[missed])]
                     beats.append(int(best))
@@ -73,7 +76,7 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
                     signal_level = level_at_beat * 0.5 ** ((gap / fs - RECOVERY_S) / RECOVERY_S)
                     threshold = noise_level + 0.25 * (signal_level - noise_level)
         if value > threshold:
-            slope = float(np.max(np.abs(derivative[max(peak - window, 0) : peak + 1])))
+            slope = _steepest(derivative, peak, window)
             is_t_wave = bool(beats) and peak - beats[-1] < int(0.36 * fs) and slope < 0.5 * last_slope
             if not is_t_wave:
                 if beats:
@@ -90,6 +93,11 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
 
     located = _locate_on_lead(np.array(beats, dtype=np.int64), lead, window)
     return np.unique(np.rint(located * fs_hz / fs).astype(np.int64))
+
+
+def _steepest(derivative: np.ndarray, peak: int, window: int) -> float:
+    """The steepest slope in the integration window before an integrator peak: a QRS's upstroke."""
+    return float(np.max(np.abs(derivative[max(peak - window, 0) : peak + 1])))
 
 
 def _regular_interval(rr: float, history: list[float]) -> float:
