@@ -6,7 +6,7 @@ people; all 5 folds, so each change is judged on every DS1 person once. One chan
 against the variant above it. The federated runs (benchmarks/selection.py, mitdb_reference.py)
 then confirm the chosen configuration.
 
-Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--epochs 2]
+Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--nstdb DIR] [--epochs 2] [--only NAME]
 Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1).
 """
 from __future__ import annotations
@@ -20,11 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import wfdb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from datasets.beat_table import BeatTable  # noqa: E402
+from datasets.beat_table import BeatTable, extract_beats  # noqa: E402
 from datasets.loading import load_people, load_split  # noqa: E402
+from datasets.noise_stress import mix_noise  # noqa: E402
+from datasets.records import read_record  # noqa: E402
+from edge_runtime.aami import classes_of  # noqa: E402
+from edge_runtime.filters import bandpass_resample  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 from edge_runtime.beats import BeatSpec, rr_model_input  # noqa: E402
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights  # noqa: E402
@@ -43,6 +48,7 @@ class Variant:
     template_channel: bool = True
     extra_people: bool = True
     class_weight_power: float = 0.5
+    noise_copies: bool = False  # each training person also as a noisy recording (nstdb em/ma/bw at 6-18 dB)
 
 
 RECORD_BASELINE = BeatSpec(rr_average_beats=100)  # the previous RR baseline: +-100 beats of a 30-minute record
@@ -52,7 +58,29 @@ VARIANTS = {
     "+ strip-sized RR baseline (+-15 beats; chosen)": Variant(),
     "chosen, without svdb people": Variant(extra_people=False),
     "chosen, class weights power 1 (full inverse frequency)": Variant(class_weight_power=1.0),
+    "chosen + nstdb noise copies of training people": Variant(noise_copies=True),
 }
+NOISY = "+noise"
+SNR_RANGE_DB = (6.0, 18.0)
+
+
+def noisy_copies(directory: Path, names: list[str], spec: BeatSpec, nstdb: Path, *, seed: int, prefix: str = "") -> BeatTable:
+    """Each record once more, with one of nstdb's em/ma/bw noises throughout at an SNR drawn from
+    SNR_RANGE_DB (nst's scale), as the person ``<prefix><name>+noise``: the same beats, as a
+    moving wearer records them."""
+    rng = np.random.default_rng(seed)
+    noises = {n: wfdb.rdrecord(str(nstdb / n), channels=[0]).p_signal[:, 0] for n in ("em", "ma", "bw")}
+    tables = []
+    for name in names:
+        record = read_record(directory / name)
+        noise = noises[rng.choice(sorted(noises))]
+        noise = bandpass_resample(noise, 360.0, record.fs_hz, band_hz=(0.0, 0.45 * record.fs_hz)) if record.fs_hz != 360.0 else noise
+        noise = np.roll(noise, int(rng.integers(noise.size)))
+        beats = record.ann_samples[classes_of(record.ann_symbols) >= 0]
+        noisy = mix_noise(record.signal, beats, record.fs_hz, noise, float(rng.uniform(*SNR_RANGE_DB)))
+        table = extract_beats(dataclasses.replace(record, signal=noisy), spec)
+        tables.append(dataclasses.replace(table, patients=(f"{prefix}{name}{NOISY}",)))
+    return BeatTable.concatenate(tables)
 
 
 def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
@@ -63,11 +91,13 @@ def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
     return beat, rr_model_input(table.rr)
 
 
-def run_fold(ds1: BeatTable, extra: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
+def run_fold(ds1: BeatTable, extra: BeatTable | None, noisy: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
     test = ds1.of_patients(held_out)
     train = ds1.of_patients(set(ds1.patients) - set(held_out))
     if variant.extra_people and extra is not None:
         train = BeatTable.concatenate([train, extra])
+    if noisy is not None:  # noisy recordings of the training people only
+        train = BeatTable.concatenate([train, noisy.of_patients({p + NOISY for p in train.patients} & set(noisy.patients))])
     labels = train.labels.astype(np.int32)
     tf.keras.utils.set_random_seed(seed)
     model = build_beat_classifier(variant.spec, seed=seed)
@@ -85,25 +115,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_mitdb_dir())
     parser.add_argument("--svdb", default=shared_database_dir("svdb"))
+    parser.add_argument("--nstdb", default=shared_database_dir("nstdb"))
+    parser.add_argument("--only", help="run only the variant with this name (others keep their results)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
-    results = {}
+    path = RESULTS / "ablation.json"
+    results = json.loads(path.read_text())["variants"] if path.is_file() else {}
     for name, variant in VARIANTS.items():
+        if args.only and name != args.only:
+            continue
+        if variant.noise_copies and args.nstdb is None:
+            print(f"{name}: skipped, nstdb not found", file=sys.stderr)
+            continue
         ds1 = load_split(args.data_dir, "DS1", spec=variant.spec)  # DS1 only: DS2 is not read here
         extra = load_people(args.svdb, spec=variant.spec) if args.svdb else None
+        noisy = None
+        if variant.noise_copies:
+            noisy = noisy_copies(Path(args.data_dir), list(ds1.patients), variant.spec, Path(args.nstdb), seed=args.seed)
+            if extra is not None:
+                svdb_names = [p.split("/", 1)[1] for p in extra.patients]
+                noisy = BeatTable.concatenate([noisy, noisy_copies(Path(args.svdb), svdb_names, variant.spec, Path(args.nstdb), seed=args.seed + 1, prefix="svdb/")])
         folds = validation_people(ds1, folds=FOLDS, seed=args.seed)
         started = time.perf_counter()
-        runs = {str(k): run_fold(ds1, extra, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
+        runs = {str(k): run_fold(ds1, extra, noisy, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
         summary = {key: {"mean": float(np.mean([r[key] for r in runs.values()])), "std": float(np.std([r[key] for r in runs.values()]))}
                    for key in ("S_f1", "V_f1", "macro_f1")}
         results[name] = {"variant": dataclasses.asdict(variant), "folds": runs, **summary}
         print(f"{name}: S F1 {summary['S_f1']['mean']:.3f}±{summary['S_f1']['std']:.3f}  V F1 {summary['V_f1']['mean']:.3f}  "
               f"macro {summary['macro_f1']['mean']:.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ablation.json").write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "epochs": args.epochs, "variants": results}, indent=2) + "\n")
+    path.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "epochs": args.epochs, "variants": results}, indent=2) + "\n")
     return 0
 
 

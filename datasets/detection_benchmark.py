@@ -23,16 +23,12 @@ import wfdb
 import wfdb.processing
 from tqdm import tqdm
 
+from datasets.noise_stress import mix_noise, noisy_periods
 from edge_runtime.aami import classes_of
 from edge_runtime.detector import detect_r_peaks, match_beats
 from edge_runtime.signal_input import choose_lead
 
 TOLERANCE_S = 0.150
-NST_GAIN_CALIBRATION = 1.574
-"""nst sets the noise gain from `sigamp`'s QRS and noise amplitudes, which weigh a record
-differently from the peak-to-peak / RMS measures here: nstdb's own 118e24, 118e12, 118e00 and
-118e_6 carry 1.574x (+3.9 dB of noise) the gain these measures give, at every SNR
-(tests/datasets/test_detection_benchmark.py checks it), so the generated rows use nst's scale."""
 SNRS_DB = (24, 18, 12, 6, 0)
 NOISES = ("em", "ma", "bw")
 NST_CLEAN_RECORDS = ("118", "119")
@@ -89,39 +85,10 @@ def read_strip(base: Path, channel: int, name: str) -> Strip:
     return Strip(name, np.nan_to_num(record.p_signal[:, 0]), float(record.fs), beats, excluded)
 
 
-def qrs_signal_power(signal: np.ndarray, beats: np.ndarray, fs_hz: float) -> float:
-    """nst's signal size: the mean of (QRS peak-to-peak amplitude)^2 / 8, the largest and smallest 5 % of beats left out."""
-    half = int(0.05 * fs_hz)
-    inside = beats[(beats >= half) & (beats + half < signal.size)]
-    windows = signal[inside[:, None] + np.arange(-half, half + 1)[None, :]]
-    amplitude = np.sort(windows.max(axis=1) - windows.min(axis=1))
-    trimmed = amplitude[int(0.05 * amplitude.size): max(int(0.95 * amplitude.size), 1)]
-    return float(np.mean(trimmed**2) / 8.0)
-
-
-def noise_power(noise: np.ndarray, fs_hz: float) -> float:
-    """nst's noise size: mean square of the per-second RMS (mean removed), the largest and smallest 5 % left out."""
-    seconds = noise[: noise.size // int(fs_hz) * int(fs_hz)].reshape(-1, int(fs_hz))
-    rms = np.sort(np.sqrt(np.mean((seconds - seconds.mean(axis=1, keepdims=True)) ** 2, axis=1)))
-    trimmed = rms[int(0.05 * rms.size): max(int(0.95 * rms.size), 1)]
-    return float(np.mean(trimmed) ** 2)
-
-
-def noisy_periods(length: int, fs_hz: float) -> np.ndarray:
-    """bool[length]: nst's standard protocol, 5 clean minutes then noise and clean 2 minutes each in turn."""
-    minute = int(60 * fs_hz)
-    t = np.arange(length)
-    return (t >= 5 * minute) & (((t - 5 * minute) // (2 * minute)) % 2 == 0)
-
-
 def add_noise(clean: Strip, noise: np.ndarray, snr_db: float, name: str) -> Strip:
     """``clean`` with ``noise`` (same rate) scaled to ``snr_db`` in nst's noisy periods."""
-    reps = int(np.ceil(clean.signal.size / noise.size))
-    noise = np.tile(noise, reps)[: clean.signal.size]
-    power_ratio = qrs_signal_power(clean.signal, clean.beats, clean.fs_hz) / (noise_power(noise, clean.fs_hz) * 10 ** (snr_db / 10))
-    gain = NST_GAIN_CALIBRATION * np.sqrt(power_ratio)
-    mask = noisy_periods(clean.signal.size, clean.fs_hz)
-    return dataclasses.replace(clean, name=name, signal=clean.signal + gain * (noise - noise.mean()) * mask)
+    periods = noisy_periods(clean.signal.size, clean.fs_hz)
+    return dataclasses.replace(clean, name=name, signal=mix_noise(clean.signal, clean.beats, clean.fs_hz, noise, snr_db, periods))
 
 
 def xqrs_detect(signal: np.ndarray, fs_hz: float) -> np.ndarray:

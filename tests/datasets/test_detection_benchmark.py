@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from datasets.detection_benchmark import Strip, add_noise, noisy_periods, read_strip, score
+from datasets.detection_benchmark import Strip, add_noise, read_strip, score
+from datasets.noise_stress import noisy_periods
 from datasets.splits import shared_database_dir
 
 
