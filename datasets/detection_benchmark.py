@@ -24,6 +24,7 @@ import wfdb.processing
 from tqdm import tqdm
 
 from datasets.noise_stress import mix_noise, noisy_periods
+from datasets.records import EcgRecord, read_record
 from edge_runtime.aami import classes_of
 from edge_runtime.detector import detect_r_peaks, match_beats
 from edge_runtime.signal_input import choose_lead
@@ -62,27 +63,25 @@ class Strip:
     excluded: list[tuple[int, int]]
 
 
-def annotated_beats(annotation: wfdb.Annotation) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """(beat samples, ventricular flutter episodes as (start, end) sample pairs)."""
-    samples = np.asarray(annotation.sample, np.int64)
-    symbols = list(annotation.symbol)
-    beats = samples[classes_of(symbols) >= 0]
-    starts = [s for s, sym in zip(samples, symbols) if sym == "["]
-    ends = [s for s, sym in zip(samples, symbols) if sym == "]"]
-    return beats, [(int(a), int(b)) for a, b in zip(starts, ends)]
+def flutter_episodes(record: EcgRecord) -> list[tuple[int, int]]:
+    """Ventricular flutter episodes ('[' to ']') as (start, end) sample pairs."""
+    starts = [s for s, sym in zip(record.ann_samples, record.ann_symbols) if sym == "["]
+    ends = [s for s, sym in zip(record.ann_samples, record.ann_symbols) if sym == "]"]
+    return [(int(a), int(b)) for a, b in zip(starts, ends)]
 
 
-def mitdb_channels(base: Path) -> tuple[int, int]:
-    """(lead 1, lead 2) channels of a MIT-BIH record: the shared lead rule's choice, then the other."""
-    header = wfdb.rdheader(str(base))
-    first = choose_lead(list(header.sig_name), None, str(base))
-    return first, 1 - first
+def mitdb_leads(base: Path) -> tuple[str, str]:
+    """(lead 1, lead 2) of a MIT-BIH record: the shared lead rule's choice, then the other channel."""
+    names = list(wfdb.rdheader(str(base)).sig_name)
+    first = choose_lead(names, None, str(base))
+    return names[first], names[1 - first]
 
 
-def read_strip(base: Path, channel: int, name: str) -> Strip:
-    record = wfdb.rdrecord(str(base), channels=[channel])
-    beats, excluded = annotated_beats(wfdb.rdann(str(base), "atr"))
-    return Strip(name, np.nan_to_num(record.p_signal[:, 0]), float(record.fs), beats, excluded)
+def read_strip(base: Path, lead: str | None, name: str) -> Strip:
+    """A record's lead (None: the shared lead rule's) read and checked as training records are."""
+    record = read_record(base, lead=lead)
+    beats = record.ann_samples[classes_of(record.ann_symbols) >= 0]
+    return Strip(name, record.signal, record.fs_hz, beats, flutter_episodes(record))
 
 
 def add_noise(clean: Strip, noise: np.ndarray, snr_db: float, name: str) -> Strip:
@@ -119,13 +118,13 @@ def gross(counts: list[dict]) -> dict:
 
 def rows(config: DetectionBenchmarkConfig) -> dict[str, Callable[[], list[Strip]]]:
     """Row name -> loader of its strips (lazily, one row in memory at a time)."""
-    def database(directory: Path, lead: int, label: str, channels: Callable[[Path], tuple[int, int]]) -> Callable[[], list[Strip]]:
+    def database(directory: Path, lead: int, label: str, leads: Callable[[Path], tuple[str, str]]) -> Callable[[], list[Strip]]:
         names = [n for n in sorted(p.stem for p in directory.glob("*.hea")) if (directory / f"{n}.atr").is_file()][: config.records]
-        return lambda: [read_strip(directory / n, channels(directory / n)[lead], f"{label}/{n}") for n in names]
+        return lambda: [read_strip(directory / n, leads(directory / n)[lead], f"{label}/{n}") for n in names]
 
-    table = {f"mitdb lead {k + 1}": database(config.mitdb, k, "mitdb", mitdb_channels) for k in (0, 1)}
+    table = {f"mitdb lead {k + 1}": database(config.mitdb, k, "mitdb", mitdb_leads) for k in (0, 1)}
     if config.svdb is not None:
-        table |= {f"svdb ECG{k + 1}": database(config.svdb, k, "svdb", lambda _: (0, 1)) for k in (0, 1)}
+        table |= {f"svdb ECG{k + 1}": database(config.svdb, k, "svdb", lambda _: ("ECG1", "ECG2")) for k in (0, 1)}
     if config.nstdb is not None:
         for noise_name in NOISES:
             for snr in SNRS_DB:
@@ -137,12 +136,12 @@ def rows(config: DetectionBenchmarkConfig) -> dict[str, Callable[[], list[Strip]
 def _nst_row(config: DetectionBenchmarkConfig, noise_name: str, snr: float) -> Callable[[], list[Strip]]:
     def load() -> list[Strip]:
         noise = wfdb.rdrecord(str(config.nstdb / noise_name), channels=[0]).p_signal[:, 0]
-        return [add_noise(read_strip(config.mitdb / r, 0, r), noise, snr, f"{r}+{noise_name}{snr}") for r in NST_CLEAN_RECORDS]
+        return [add_noise(read_strip(config.mitdb / r, None, r), noise, snr, f"{r}+{noise_name}{snr}") for r in NST_CLEAN_RECORDS]
     return load
 
 
 def _ready_made(nstdb: Path, name: str) -> Callable[[], list[Strip]]:
-    return lambda: [read_strip(nstdb / name, 0, f"nstdb/{name}")]
+    return lambda: [read_strip(nstdb / name, None, f"nstdb/{name}")]
 
 
 def benchmark_detection(config: DetectionBenchmarkConfig, *, progress: bool = True) -> dict:

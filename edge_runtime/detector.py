@@ -50,8 +50,11 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
 
     learning = integrated[: int(2 * fs)]
     signal_level, noise_level = 0.25 * learning.max(), 0.5 * learning.mean()
-    threshold = noise_level + 0.25 * (signal_level - noise_level)
     level_at_beat = signal_level
+
+    def threshold() -> float:
+        return noise_level + 0.25 * (signal_level - noise_level)
+
     beats: list[int] = []
     regular_rr: list[float] = []
     last_slope = 0.0
@@ -60,22 +63,20 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
         peak = peaks[i]
         value = integrated[peak]
         if beats:
-            expected = float(np.mean(regular_rr[-8:])) if regular_rr else fs
+            expected = _expected_rr(regular_rr, default=fs)
             gap = peak - beats[-1]
             if gap > 1.66 * expected:  # search back for a missed beat at half threshold
                 between = peaks[(peaks > beats[-1] + refractory) & (peaks < peak - refractory)]
-                missed = between[integrated[between] > 0.5 * threshold]
+                missed = between[integrated[between] > 0.5 * threshold()]
                 missed = missed[[_steepest(derivative, c, window) >= 0.3 * last_slope for c in missed]]
                 if missed.size:
                     best = missed[np.argmax(integrated[missed])]
                     beats.append(int(best))
                     signal_level = level_at_beat = 0.25 * integrated[best] + 0.75 * signal_level
-                    threshold = noise_level + 0.25 * (signal_level - noise_level)
                     continue
                 if gap > RECOVERY_S * fs:  # nothing even at half threshold: an artifact raised it, let it decay
                     signal_level = level_at_beat * 0.5 ** ((gap / fs - RECOVERY_S) / RECOVERY_S)
-                    threshold = noise_level + 0.25 * (signal_level - noise_level)
-        if value > threshold:
+        if value > threshold():
             slope = _steepest(derivative, peak, window)
             is_t_wave = bool(beats) and peak - beats[-1] < int(0.36 * fs) and slope < 0.5 * last_slope
             if not is_t_wave:
@@ -88,7 +89,6 @@ def detect_r_peaks(signal: np.ndarray, fs_hz: float) -> np.ndarray:
                 noise_level = 0.125 * value + 0.875 * noise_level
         else:
             noise_level = 0.125 * value + 0.875 * noise_level
-        threshold = noise_level + 0.25 * (signal_level - noise_level)
         i += 1
 
     located = _locate_on_lead(np.array(beats, dtype=np.int64), lead, window)
@@ -100,13 +100,18 @@ def _steepest(derivative: np.ndarray, peak: int, window: int) -> float:
     return float(np.max(np.abs(derivative[max(peak - window, 0) : peak + 1])))
 
 
+def _expected_rr(history: list[float], *, default: float) -> float:
+    """The mean of the last 8 regular intervals (``default`` before the first)."""
+    return float(np.mean(history[-8:])) if history else default
+
+
 def _regular_interval(rr: float, history: list[float]) -> float:
     """What an interval adds to the expected RR: itself when regular (92-116 % of the recent mean,
     Pan-Tompkins' RR average 2), else a step of 1/8 towards it. Missed beats (double intervals) and
     ectopic pairs then cannot stretch the expectation that decides when to search back."""
     if len(history) < 2:
         return rr
-    expected = float(np.mean(history[-8:]))
+    expected = _expected_rr(history, default=rr)
     return rr if 0.92 * expected <= rr <= 1.16 * expected else 0.875 * expected + 0.125 * rr
 
 

@@ -61,7 +61,7 @@ def readable_record(record_path: str | Path) -> Iterator[str]:
     base = Path(record_path)
     try:
         wfdb.rdheader(str(base))
-    except ValueError as error:
+    except Exception as error:  # wfdb raises bare ValueError/IndexError on headers it refuses
         refused = error
     else:
         yield str(base)

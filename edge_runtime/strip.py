@@ -50,7 +50,7 @@ def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier:
     peaks = detect_r_peaks(signal, fs_hz) if signal.size >= MIN_STRIP_S * fs_hz else np.zeros(0, np.int64)
     quality = assess_quality(signal, fs_hz, peaks)
     none = np.zeros(0, np.int64)
-    if quality_gate and quality.unreadable or peaks.size == 0:
+    if (quality_gate and quality.unreadable) or peaks.size == 0:
         return ClassifiedStrip(quality, peaks, none, none)
     beats = strip_beats(signal, fs_hz, spec, r_samples=peaks)
     keep = quality.usable_beats(peaks[beats.index], fs_hz) if quality_gate else np.ones(beats.index.size, bool)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ from datasets.splits import default_mitdb_dir, shared_database_dir
 from datasets.synthetic import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def device(*args: str) -> subprocess.CompletedProcess:
+    """`python -m edge_runtime ARGS` as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
 
 @pytest.fixture(autouse=True, scope="session")

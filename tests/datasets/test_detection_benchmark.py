@@ -20,10 +20,10 @@ def nstdb():
 
 @pytest.mark.parametrize("record, snr", [("118e24", 24), ("118e12", 12), ("118e00", 0)])
 def test_generated_noise_matches_nstdb_records(mitdb, nstdb, record, snr):
-    clean = read_strip(mitdb / "118", 0, "118")
+    clean = read_strip(mitdb / "118", None, "118")
     em = wfdb.rdrecord(str(nstdb / "em"), channels=[0]).p_signal[:, 0]
     ours = add_noise(clean, em, snr, "ours").signal - clean.signal
-    theirs = read_strip(nstdb / record, 0, record).signal - clean.signal  # plus a constant: nst removes the ADC zero
+    theirs = read_strip(nstdb / record, None, record).signal - clean.signal  # plus a constant: nst removes the ADC zero
     first_five_minutes = theirs[: int(300 * clean.fs_hz)]
     assert np.ptp(first_five_minutes) < 1e-9 and not noisy_periods(clean.signal.size, clean.fs_hz)[: first_five_minutes.size].any()
     minute = int(60 * clean.fs_hz)

@@ -11,13 +11,9 @@ import pytest
 import wfdb
 
 from datasets.records import read_record
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, device
 
 FS = 360.0
-
-
-def device(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, **kwargs)
 
 
 def infer_strip(model_dir, tmp_path, signal: np.ndarray, fs: float = FS) -> subprocess.CompletedProcess:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from edge_runtime.payload import decode_update
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.export import export_for_devices
 from simulation.runner import model_inputs
-from tests.conftest import REPO_ROOT
+from tests.conftest import device
 
 
 @pytest.mark.parametrize("name", ["model_train.tflite", "model_int8.tflite"])
@@ -84,10 +82,6 @@ def test_int8_agrees_with_fp32_on_test_beats(exported):
     fp32 = model.predict((beat, log_rr), verbose=0).argmax(axis=1)
     int8 = Int8Classifier(out / "model_int8.tflite").logits(beat, log_rr).argmax(axis=1)
     assert np.mean(fp32 == int8) >= 0.98
-
-
-def device(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
 
 def test_device_selftest_trains_without_tensorflow(exported):
