@@ -1,4 +1,4 @@
-"""`python -m edge_runtime {infer,train,join,selftest}`: the device side, numpy + tflite-runtime (+ grpcio to join).
+"""`python -m edge_runtime {infer,train,personalize,join,selftest}`: the device side, numpy + tflite-runtime (+ grpcio to join).
 
 Bad input ends in one line on stderr and exit code 2.
 """
@@ -8,19 +8,22 @@ import argparse
 import json
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.aami import CLASS_NAMES
-from edge_runtime.beats import cut_beats, rr_model_input
 from edge_runtime.closed_pipe import silence_stdout
 from edge_runtime.codecs import CODECS
 from edge_runtime.identity import update_key
-from edge_runtime.interpreter import Int8Classifier, TrainableModel
+from edge_runtime.interpreter import TrainableModel
+from edge_runtime.local_data import LocalData, LocalDataError
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack
+from edge_runtime.personal_model import load_classifier, require_global, write_personal_model
+from edge_runtime.personalization import PersonalizationRecipe, personalize
 from edge_runtime.signal_input import check_sampling_rate, choose_lead, readable_record
 from edge_runtime.strip import classify_strip, rhythm_summary
 
@@ -61,7 +64,7 @@ def run_infer(args: argparse.Namespace) -> dict:
     """Quality first: beats get classes, and the strip a heart rate and burdens, only inside usable stretches."""
     manifest = Manifest.read(Path(args.model) / "manifest.json")
     signal, fs = read_strip(args)
-    strip = classify_strip(signal, fs, manifest.beat_spec, Int8Classifier(Path(args.model) / "model_int8.tflite"))
+    strip = classify_strip(signal, fs, manifest.beat_spec, load_classifier(args.model))
     quality = strip.quality
     result = {"quality": quality.as_dict(), "unreadable": quality.unreadable, "summary": None, "beats": []}
     if quality.unreadable:
@@ -73,22 +76,17 @@ def run_infer(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> dict:
     """Local epochs on the device's labelled strip, then a compressed update payload."""
+    require_global(args.model, "federated training")
     model_dir = Path(args.model)
     manifest = Manifest.read(model_dir / "manifest.json")
     model = TrainableModel(model_dir / "model_train.tflite")
-    data = np.load(args.data)
-    missing = {"signal", "fs", "r_samples", "labels"} - set(data.files)
-    if missing:
-        raise DeviceInputError(f"{args.data}: missing arrays {', '.join(sorted(missing))}")
-    fs = float(data["fs"])
-    windows, rr, keep = cut_beats(data["signal"], fs, data["r_samples"], manifest.beat_spec)
-    labels = np.asarray(data["labels"], np.int32)[keep]
+    data = LocalData.load(args.data, manifest.beat_spec)
     global_weights = np.load(args.global_weights).astype(np.float32) if args.global_weights else model.get_weights()
     if global_weights.size != manifest.parameters:
         raise DeviceInputError(f"{args.global_weights}: {global_weights.size} weights, the model has {manifest.parameters}")
     config = LocalTrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
     update, losses = train_locally(
-        model, global_weights, beat=windows, log_rr=rr_model_input(rr), label=labels,
+        model, global_weights, beat=data.beat, log_rr=data.log_rr, label=data.label,
         class_weights=np.array(manifest.class_weights, np.float32), config=config,
     )
     state = Path(args.state_dir)
@@ -98,7 +96,29 @@ def run_train(args: argparse.Namespace) -> dict:
     save_weights(state / "residual.npz", feedback.residual, manifest.layout_hash)
     payload = pack(Payload(args.codec, args.round, manifest.model_version, manifest.layout_hash, args.seed, update.size, body), update_key(args.token))
     Path(args.out).write_bytes(payload)
-    return {"beats": int(labels.size), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1], "payload_bytes": len(payload), "codec": args.codec}
+    return {"beats": len(data), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1], "payload_bytes": len(payload), "codec": args.codec}
+
+
+def run_personalize(args: argparse.Namespace) -> dict:
+    """Fine-tune the global export on the wearer's labelled first minutes; write the personal model
+    only when everything succeeded (the previous one stays otherwise)."""
+    started = time.perf_counter()
+    require_global(args.model, "personalisation")
+    model_dir = Path(args.model)
+    manifest = Manifest.read(model_dir / "manifest.json")
+    if tuple(manifest.class_names) != CLASS_NAMES:
+        raise DeviceInputError(f"{model_dir}: classes {manifest.class_names}, this runtime labels beats {CLASS_NAMES}")
+    model = TrainableModel(model_dir / "model_train.tflite")
+    global_weights = model.get_weights()
+    if global_weights.size != manifest.parameters:
+        raise DeviceInputError(f"{model_dir}: model_train.tflite has {global_weights.size} weights, its manifest's layout {manifest.parameters}")
+    data = LocalData.load(args.data, manifest.beat_spec)
+    given = {"max_epochs": args.epochs, "learning_rate": args.learning_rate, "moving_layers": args.moving_layers}
+    recipe = PersonalizationRecipe(**{name: value for name, value in given.items() if value is not None})
+    result = personalize(model, global_weights, data, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout, recipe=recipe)
+    record = write_personal_model(args.out, model_dir, data, recipe, result)
+    return {"out": str(args.out), **record["outcome"], "base_model_version": record["base_model_version"], "beats": len(data),
+            "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -168,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--state-dir", default="fedbeat_state", help="the error-feedback residual persists here")
     train.add_argument("--out", required=True, help="payload file to write")
     train.set_defaults(handler=run_train)
+    personal = commands.add_parser("personalize", help="fine-tune the global model on the wearer's labelled first minutes")
+    personal.add_argument("--model", required=True, help="the global export (a `fedbeat export` directory)")
+    personal.add_argument("--data", required=True, help=".npz of the wearer's labelled beats (beat, log_rr, label) or strip (signal, fs, r_samples, labels), in time order")
+    personal.add_argument("--out", required=True, help="personal model directory (a link switched atomically); use it as `infer --model OUT`")
+    personal.add_argument("--epochs", type=int, help=f"most epochs (default {PersonalizationRecipe.max_epochs}; the held-back beats pick fewer)")
+    personal.add_argument("--learning-rate", type=float, help=f"default {PersonalizationRecipe.learning_rate}")
+    personal.add_argument("--moving-layers", choices=["all", "dense", "logits"], help=f"which layers change (default {PersonalizationRecipe.moving_layers})")
+    personal.add_argument("--json", action="store_true", help="(output is always one JSON line)")
+    personal.set_defaults(handler=run_personalize)
     join = commands.add_parser("join", help="take part in federated rounds of a `fedbeat serve` coordinator (needs grpcio)")
     join.add_argument("--server", required=True, metavar="HOST:PORT")
     join.add_argument("--token", required=True, help="this device's token, issued by the coordinator's operator")

@@ -10,7 +10,6 @@ exponential backoff; a rejection is logged and the device moves on to the next r
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -21,10 +20,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
 from edge_runtime.codecs import CODECS, ErrorFeedback
 from edge_runtime.identity import bearer_metadata, update_key
 from edge_runtime.interpreter import TrainableModel
+from edge_runtime.local_data import LocalData
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.payload import Payload, pack
 from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInReply, CheckInRequest, DownloadRequest, Message, UploadRequest
@@ -34,27 +33,6 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, gr
 
 class JoinError(RuntimeError):
     """The coordinator refused this device (bad token) or sent something that fails verification."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalData:
-    """The device's labelled beats: beat float32[n, window, 2], log_rr float32[n, 8], label int32[n]."""
-
-    beat: np.ndarray
-    log_rr: np.ndarray
-    label: np.ndarray
-
-    @classmethod
-    def load(cls, path: Path, spec: BeatSpec = BeatSpec()) -> "LocalData":
-        """Either cut beats (beat, log_rr, label) or a raw strip (signal, fs, r_samples, labels)."""
-        with np.load(path) as data:
-            if {"beat", "log_rr", "label"} <= set(data.files):
-                return cls(data["beat"].astype(np.float32), data["log_rr"].astype(np.float32), data["label"].astype(np.int32))
-            missing = {"signal", "fs", "r_samples", "labels"} - set(data.files)
-            if missing:
-                raise JoinError(f"{path}: need beat/log_rr/label or signal/fs/r_samples/labels, missing {', '.join(sorted(missing))}")
-            windows, rr, keep = cut_beats(data["signal"], float(data["fs"]), data["r_samples"], spec)
-            return cls(windows.astype(np.float32), rr_model_input(rr), np.asarray(data["labels"], np.int32)[keep])
 
 
 class CoordinatorClient:
@@ -121,7 +99,8 @@ def join(
     """Take part until the coordinator says done (or ``max_rounds`` uploads); returns counts."""
     client = CoordinatorClient(server, token, tls_ca=tls_ca, insecure=insecure)
     key = update_key(token)
-    state = Path(state_dir or tempfile.mkdtemp(prefix="fedbeat-device-"))
+    scratch = None if state_dir else tempfile.TemporaryDirectory(prefix="fedbeat-device-")
+    state = Path(state_dir or scratch.name)
     state.mkdir(parents=True, exist_ok=True)
     model: TrainableModel | None = None
     version, weights = "", np.zeros(0, np.float32)
@@ -159,11 +138,13 @@ def join(
             log(json.dumps({"round": reply.round, "loss_first": losses[0], "loss_last": losses[-1], "bytes": len(payload), "accepted": result.accepted, "reason": result.reason}))
     finally:
         client.close()
+        if scratch is not None:
+            scratch.cleanup()
     return counts
 
 
 def main_join(args) -> dict:
-    data = LocalData.load(Path(args.data))
+    data = LocalData.load(Path(args.data))  # the federated task trains on these beats, from the coordinator's weights only
     return join(
         args.server, args.token, data, tls_ca=Path(args.tls_ca) if args.tls_ca else None, insecure=args.insecure,
         state_dir=Path(args.state_dir) if args.state_dir else None, max_rounds=args.max_rounds, log=lambda line: print(line, file=sys.stderr, flush=True),

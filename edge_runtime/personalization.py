@@ -1,0 +1,166 @@
+"""Fine-tune the federated model on one wearer's labelled first minutes, through the `train` signature.
+
+The patient-adaptable protocol (de Chazal and Reilly 2006; AAMI EC57's patient-specific
+evaluation): a clinician labels the first minutes of the wearer's recording, the model adapts
+to them, and it is used on everything after. The labelled beats are split in time: the
+earlier part trains, the last ``held_back_fraction`` (beats the fine-tuning never sees) picks
+the epoch and decides whether the personal model is kept at all. When fine-tuning makes more
+mistakes on the held-back beats than the global model, the wearer keeps the global model.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edge_runtime.interpreter import TrainableModel
+from edge_runtime.local_data import LocalData
+
+MOVING_LAYERS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "dense": ("rr_dense", "hidden", "logits"),  # the convolutional features stay the federation's
+    "logits": ("logits",),
+}
+"""Which layers fine-tuning may change (None: every layer), by the manifest's weight names."""
+
+MIN_BEATS = 60
+"""Fewer labelled beats than a minute of rhythm is not enough to adapt to, nor to check the result on."""
+
+
+class PersonalizationError(ValueError):
+    """The wearer's data or the fine-tuned weights cannot make a personal model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonalizationRecipe:
+    """How a watch fine-tunes; the defaults are the recipe chosen on validation people
+    (benchmarks/results/personalization_selection.json)."""
+
+    max_epochs: int = 15
+    learning_rate: float = 0.03
+    batch_size: int = 32
+    moving_layers: str = "all"
+    class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss
+    held_back_fraction: float = 0.2
+    patience: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(f"max_epochs, batch_size and patience must be >= 1, got {self.max_epochs}, {self.batch_size}, {self.patience}")
+        if not (0 < self.learning_rate <= 1 and np.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if self.moving_layers not in MOVING_LAYERS:
+            raise ValueError(f"moving_layers must be one of {', '.join(MOVING_LAYERS)}, got {self.moving_layers!r}")
+        if not 0.05 <= self.held_back_fraction <= 0.5:
+            raise ValueError(f"held_back_fraction must be in [0.05, 0.5], got {self.held_back_fraction}")
+        if self.class_weight_power < 0:
+            raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Personalization:
+    """The outcome: the weights the wearer gets and why (``kept`` is "personal" or "global")."""
+
+    weights: np.ndarray
+    kept: str
+    epochs: int
+    fit_beats: int
+    held_back_beats: int
+    held_back_errors_global: int
+    held_back_errors_personal: int
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "weights"}
+
+
+def moving_mask(layout: tuple[tuple[str, tuple[int, ...]], ...], moving_layers: str) -> np.ndarray | None:
+    """bool[P] over the flat weights, True where fine-tuning may change a weight (None: all)."""
+    layers = MOVING_LAYERS[moving_layers]
+    if layers is None:
+        return None
+    parts = [np.full(int(np.prod(shape)), name.split("/")[0] in layers) for name, shape in layout]
+    return np.concatenate(parts)
+
+
+def wearer_class_weights(label: np.ndarray, base_weights: np.ndarray, power: float) -> np.ndarray:
+    """Inverse frequency of the wearer's own classes to ``power``, mean 1 over the wearer's beats;
+    classes the federation does not train (base weight 0) stay 0."""
+    counts = np.bincount(label, minlength=base_weights.size).astype(np.float64)
+    weights = np.where((counts > 0) & (base_weights > 0), (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
+    mean = float((weights * counts).sum() / max(counts.sum(), 1))
+    return (weights / mean if mean > 0 else weights).astype(np.float32)
+
+
+def count_errors(model: TrainableModel, data: LocalData, trained: np.ndarray) -> int:
+    """Misclassified beats among classes the model is trained on (``trained``: bool per class)."""
+    rows = trained[data.label]
+    if not rows.any():
+        return 0
+    predicted = model.probabilities(data.beat[rows], data.log_rr[rows]).argmax(axis=1)
+    return int(np.sum(predicted != data.label[rows]))
+
+
+def held_back_loss(model: TrainableModel, data: LocalData, class_weights: np.ndarray) -> float:
+    """Weighted cross-entropy on the held-back beats: the early-stopping criterion."""
+    probabilities = model.probabilities(data.beat, data.log_rr)
+    picked = np.clip(probabilities[np.arange(len(data)), data.label], 1e-7, 1.0)
+    weight = class_weights[data.label]
+    return float(np.sum(-np.log(picked) * weight) / max(float(weight.sum()), 1e-12))
+
+
+def split_in_time(data: LocalData, held_back_fraction: float) -> tuple[LocalData, LocalData]:
+    """(earlier beats to train on, the last ones to check on): beats are in recording order."""
+    if len(data) < MIN_BEATS:
+        raise PersonalizationError(f"{len(data)} labelled beats; personalisation needs at least {MIN_BEATS} (about a minute)")
+    cut = int(round(len(data) * (1.0 - held_back_fraction)))
+    return data.rows(slice(0, cut)), data.rows(slice(cut, None))
+
+
+def personalize(
+    model: TrainableModel,
+    global_weights: np.ndarray,
+    data: LocalData,
+    *,
+    base_class_weights: np.ndarray,
+    layout: tuple[tuple[str, tuple[int, ...]], ...],
+    recipe: PersonalizationRecipe = PersonalizationRecipe(),
+) -> Personalization:
+    """Fine-tune from ``global_weights``; the epoch with the lowest held-back loss wins, and it is
+    kept only if it misclassifies no more held-back beats than the global model does."""
+    if np.any((data.label < 0) | (data.label >= base_class_weights.size)):
+        raise PersonalizationError(f"labels must be class indices 0..{base_class_weights.size - 1}")
+    fit, held = split_in_time(data, recipe.held_back_fraction)
+    base_class_weights = np.asarray(base_class_weights, np.float32)
+    weights = wearer_class_weights(data.label, base_class_weights, recipe.class_weight_power)
+    trained = base_class_weights > 0
+    if not trained[fit.label].any():
+        raise PersonalizationError("none of the labelled beats is of a class the model is trained on")
+    mask = moving_mask(layout, recipe.moving_layers)
+    model.set_weights(global_weights)
+    global_errors = count_errors(model, held, trained)
+    best_loss, best_epoch, best = held_back_loss(model, held, weights), 0, np.asarray(global_weights, np.float32)
+    rng = np.random.default_rng(recipe.seed)
+    beat_weight = weights[fit.label]
+    for epoch in range(1, recipe.max_epochs + 1):
+        order = rng.permutation(len(fit))
+        for start in range(0, order.size, recipe.batch_size):
+            batch = order[start : start + recipe.batch_size]
+            model.train_step(fit.beat[batch], fit.log_rr[batch], fit.label[batch], beat_weight[batch], learning_rate=recipe.learning_rate)
+            if mask is not None:
+                model.set_weights(np.where(mask, model.get_weights(), global_weights))
+        current = model.get_weights()
+        if not np.all(np.isfinite(current)):
+            raise PersonalizationError(f"fine-tuning diverged at epoch {epoch} (non-finite weights); lower the learning rate")
+        loss = held_back_loss(model, held, weights)
+        if loss < best_loss:
+            best_loss, best_epoch, best = loss, epoch, current
+        elif epoch - best_epoch >= recipe.patience:
+            break
+    model.set_weights(best)
+    personal_errors = count_errors(model, held, trained)
+    keep = best_epoch > 0 and personal_errors <= global_errors
+    return Personalization(
+        weights=best if keep else np.asarray(global_weights, np.float32), kept="personal" if keep else "global", epochs=best_epoch,
+        fit_beats=len(fit), held_back_beats=len(held), held_back_errors_global=global_errors, held_back_errors_personal=personal_errors,
+    )

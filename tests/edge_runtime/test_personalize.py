@@ -1,0 +1,168 @@
+"""`python -m edge_runtime personalize` on a real MIT-BIH wearer: the personal model helps that wearer,
+round-trips through `infer`, never replaces the previous one when it fails, and never reaches a
+federated update."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets.records import read_record
+from edge_runtime.aami import CLASS_NAMES, classes_of
+from edge_runtime.interpreter import TrainableModel
+from edge_runtime.local_data import LocalData
+from edge_runtime.local_training import LocalTrainingConfig, train_locally
+from edge_runtime.manifest import Manifest
+from edge_runtime.personal_model import PERSONAL_FILE, PersonalClassifier
+from edge_runtime.personalization import PersonalizationRecipe, personalize
+from edge_runtime.strip import classify_strip
+from tests.conftest import device
+
+LABELLED_S = 300.0
+
+
+def labelled_strip(mitdb: Path, record: str, start_s: float, stop_s: float, path: Path) -> Path:
+    """What a clinician hands the watch: the raw strip with its annotated beats (time order)."""
+    ecg = read_record(mitdb / record)
+    lo, hi = int(start_s * ecg.fs_hz), int(stop_s * ecg.fs_hz)
+    classes = classes_of(ecg.ann_symbols)
+    keep = (classes >= 0) & (ecg.ann_samples >= lo) & (ecg.ann_samples < hi)
+    np.savez(path, signal=ecg.signal[lo:hi], fs=ecg.fs_hz, r_samples=ecg.ann_samples[keep] - lo, labels=classes[keep])
+    return path
+
+
+def errors(model: TrainableModel, weights: np.ndarray, data: LocalData) -> int:
+    model.set_weights(weights)
+    return int(np.sum(model.probabilities(data.beat, data.log_rr).argmax(axis=1) != data.label))
+
+
+@pytest.fixture(scope="module")
+def wearer(exported, mitdb, tmp_path_factory):
+    """Record 232 (sinus bradycardia with runs of S beats): its first 5 minutes labelled, the next 10 to test on."""
+    tmp = tmp_path_factory.mktemp("wearer")
+    manifest = Manifest.read(exported[1] / "manifest.json")
+    first = labelled_strip(mitdb, "232", 0.0, LABELLED_S, tmp / "first.npz")
+    later = labelled_strip(mitdb, "232", LABELLED_S, 3 * LABELLED_S, tmp / "later.npz")
+    return first, LocalData.load(first, manifest.beat_spec), LocalData.load(later, manifest.beat_spec), manifest
+
+
+def test_personal_model_helps_its_wearer_and_round_trips_through_infer(exported, wearer, mitdb, tmp_path):
+    _, export, _ = exported
+    first, _, later, manifest = wearer
+    run = device("personalize", "--model", str(export), "--data", str(first), "--out", str(tmp_path / "personal"), "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["kept"] == "personal" and report["epochs"] >= 1 and report["held_back_errors_personal"] <= report["held_back_errors_global"]
+    personal = tmp_path / "personal"
+    assert personal.is_symlink()
+    record = json.loads((personal / PERSONAL_FILE).read_text())
+    assert record["base_model_version"] == manifest.model_version and record["data"]["beats"] == report["beats"] > 250
+    assert record["recipe"]["learning_rate"] == PersonalizationRecipe().learning_rate
+    # on beats after the labelled minutes, the wearer's own model makes fewer mistakes than the global one
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    personal_weights = np.load(personal / "weights.npy")
+    assert errors(model, personal_weights, later) < errors(model, global_weights, later)
+    # infer --model personal/ classifies with the personal weights, as with an export
+    strip = read_record(mitdb / "232").signal[int(400 * 360) : int(430 * 360)]
+    np.save(tmp_path / "strip.npy", strip)
+    inferred = device("infer", "--model", str(personal), "--ecg", str(tmp_path / "strip.npy"), "--fs", "360")
+    assert inferred.returncode == 0, inferred.stderr
+    beats = json.loads(inferred.stdout)["beats"]
+    assert len(beats) >= 15 and {b["class"] for b in beats} <= {"N", "S", "V", "F", "Q"}
+    expected = classify_strip(strip, 360.0, manifest.beat_spec, PersonalClassifier(personal))
+    assert [b["class"] for b in beats] == [CLASS_NAMES[c] for c in expected.classes]
+    global_beats = json.loads(device("infer", "--model", str(export), "--ecg", str(tmp_path / "strip.npy"), "--fs", "360").stdout)["beats"]
+    assert [b["class"] for b in global_beats] != [b["class"] for b in beats]  # the global model misreads this wearer's S runs
+
+
+def test_a_failed_personalisation_leaves_the_previous_personal_model(exported, wearer, mitdb, tmp_path):
+    _, export, _ = exported
+    first = wearer[0]
+    out = tmp_path / "personal"
+    assert device("personalize", "--model", str(export), "--data", str(first), "--out", str(out)).returncode == 0
+    target, record = out.resolve(), (out / PERSONAL_FILE).read_text()
+    short = labelled_strip(mitdb, "232", 0.0, 30.0, tmp_path / "short.npz")
+    wrong_shape = tmp_path / "wrong_shape.npz"
+    np.savez(wrong_shape, beat=np.zeros((100, 50, 1), np.float32), log_rr=np.zeros((100, 8), np.float32), label=np.zeros(100, np.int32))
+    with np.load(first) as data:
+        bad_labels = tmp_path / "bad_labels.npz"
+        np.savez(bad_labels, **{**dict(data), "labels": np.full(len(data["labels"]), 7)})
+    for data, message in ((short, "personalisation needs at least"), (wrong_shape, "the model takes"), (bad_labels, "class indices")):
+        run = device("personalize", "--model", str(export), "--data", str(data), "--out", str(out))
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+        assert out.resolve() == target and (out / PERSONAL_FILE).read_text() == record
+    refused = device("personalize", "--model", str(out), "--data", str(first), "--out", str(tmp_path / "again"))
+    assert refused.returncode == 2 and "is a personal model" in refused.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".personal.") and p != target]
+    assert leftovers == []
+
+
+def test_a_crash_while_writing_leaves_the_previous_model(exported, wearer, tmp_path, monkeypatch):
+    from edge_runtime import personal_model
+
+    _, export, _ = exported
+    first, data, _, manifest = wearer
+    out = tmp_path / "personal"
+    model = TrainableModel(export / "model_train.tflite")
+    result = personalize(model, model.get_weights(), data, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout)
+    personal_model.write_personal_model(out, export, data, PersonalizationRecipe(), result)
+    before = (out / "weights.npy").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(personal_model.np, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        personal_model.write_personal_model(out, export, data, PersonalizationRecipe(learning_rate=0.1), result)
+    assert (out / "weights.npy").read_bytes() == before
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".personal.")]) == 1  # only the live target
+
+
+def test_fine_tuning_that_hurts_the_held_back_beats_keeps_the_global_model(exported, wearer):
+    _, export, _ = exported
+    _, data, _, manifest = wearer
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    recipe = PersonalizationRecipe(max_epochs=4, learning_rate=0.2)
+    cut = int(round(len(data) * (1 - recipe.held_back_fraction)))
+    mislabelled = LocalData(data.beat, data.log_rr, np.concatenate([np.full(cut, 2, np.int32), data.label[cut:]]))  # all "V" before the held-back slice
+    result = personalize(model, global_weights, mislabelled, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout, recipe=recipe)
+    assert result.kept == "global" and np.array_equal(result.weights, global_weights)
+
+
+def test_only_the_chosen_layers_move(exported, wearer):
+    _, export, _ = exported
+    _, data, _, manifest = wearer
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    result = personalize(model, global_weights, data, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout,
+                         recipe=PersonalizationRecipe(moving_layers="dense", max_epochs=2))
+    sizes = [int(np.prod(shape)) for _, shape in manifest.layout]
+    parts = np.split(model.get_weights() if result.kept == "global" else result.weights, np.cumsum(sizes)[:-1])
+    start = np.split(global_weights, np.cumsum(sizes)[:-1])
+    moved = {name: not np.array_equal(p, s) for (name, _), p, s in zip(manifest.layout, parts, start)}
+    assert not any(moved[name] for name in moved if name.startswith("conv"))
+    assert any(moved[name] for name in moved if name.startswith(("hidden", "logits")))
+
+
+def test_federated_updates_start_from_the_global_model_not_the_personal_one(exported, wearer, tmp_path):
+    """The watch's interpreter that personalised is the one that trains for the federation:
+    the update must equal a fresh device's, and `train` refuses a personal model directory."""
+    _, export, _ = exported
+    first, data, _, manifest = wearer
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    result = personalize(model, global_weights, data, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout)
+    assert result.kept == "personal" and not np.array_equal(result.weights, global_weights)
+    config = LocalTrainingConfig(epochs=1, learning_rate=0.1, momentum=0.9)
+    kwargs = dict(beat=data.beat, log_rr=data.log_rr, label=data.label, class_weights=np.array(manifest.class_weights, np.float32), config=config)
+    after_personal, _ = train_locally(model, global_weights, **kwargs)
+    fresh, _ = train_locally(TrainableModel(export / "model_train.tflite"), global_weights, **kwargs)
+    assert np.array_equal(after_personal, fresh)
+    out = tmp_path / "personal"
+    assert device("personalize", "--model", str(export), "--data", str(first), "--out", str(out)).returncode == 0
+    refused = device("train", "--model", str(out), "--data", str(first), "--token", "t", "--out", str(tmp_path / "p.bin"), "--state-dir", str(tmp_path))
+    assert refused.returncode == 2 and "is a personal model" in refused.stderr and not (tmp_path / "p.bin").exists()
