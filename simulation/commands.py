@@ -138,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks")
-    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge,sim,detect}")
+    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="{edge,sim,detect,personalize}")
     sim = targets.add_parser("sim", help="simulated-round examples/s vs centralized Keras, memory across rounds")
     sim.add_argument("--quick", action="store_true", help="200 clients per round, 12 rounds, no sweeps (CI)")
     sim.add_argument("--json", action="store_true")
@@ -155,6 +155,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     detect.add_argument("--quick", action="store_true", help="4 records per database, no XQRS")
     detect.add_argument("--json", action="store_true")
     detect.set_defaults(handler=run_bench_detect)
+    personal = targets.add_parser("personalize", help="each DS2 wearer's personal model (first 5 min labelled) vs the global model on the rest")
+    personal.add_argument("--model", type=Path, required=True, help="the global model's export (`fedbeat export` of a simulate run)")
+    personal.add_argument("--data-dir", help="MIT-BIH directory (default $FEDBEAT_DATA or ../shared/data/mitdb)")
+    personal.add_argument("--seeds", default="0", help="personalisation seeds, comma-separated")
+    personal.add_argument("--device-python", help="python of a numpy + tflite-runtime venv: also measure one personalisation there")
+    personal.add_argument("--json", action="store_true")
+    personal.set_defaults(handler=run_bench_personalize)
 
 
 def _print_scalars(result: dict, as_json: bool, *, nested: str) -> bool:
@@ -193,6 +200,18 @@ def run_bench_detect(args: argparse.Namespace) -> int:
     for row, entry in result["rows"].items():
         cells = "  ".join(f"{name} Se {entry[name]['se']:6.2f} +P {entry[name]['ppv']:6.2f}" for name in ("fedbeat", "xqrs") if name in entry)
         print(f"{row:<28}{cells}")
+    return 0
+
+
+def run_bench_personalize(args: argparse.Namespace) -> int:
+    from datasets.splits import default_mitdb_dir
+    from models.personalization_benchmark import format_table, report
+
+    if not (args.model / "manifest.json").is_file():
+        raise ConfigError(f"--model {args.model}: not a `fedbeat export` directory (no manifest.json)")
+    ds2 = load_split(resolve_data_dir(args.data_dir or default_mitdb_dir()), "DS2", progress=False)
+    result = report(args.model, ds2, seeds=tuple(int(s) for s in args.seeds.split(",")), device_python=args.device_python)
+    print(json.dumps(result) if args.json else format_table(result))
     return 0
 
 

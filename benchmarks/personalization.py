@@ -1,0 +1,85 @@
+"""On-watch personalisation (patient-adaptable protocol): the recipe chosen on validation people, then DS2.
+
+  select: each recipe of the grid personalises the people of validation folds 0-2 of DS1 (first
+          5 minutes labelled, the rest scored), each fold with the global model of a federated run
+          that never saw them (`fedbeat simulate ... --validation-fold K`, exported). DS2 is not read.
+  report: the chosen recipe (PersonalizationRecipe's defaults, checked against the selection) on
+          every DS2 wearer with the reference run's global model, 3 seeds, per wearer and pooled;
+          the device cost of one personalisation in the device-only venv.
+
+Usage:
+  python benchmarks/personalization.py select --fold-export 0=DIR --fold-export 1=DIR --fold-export 2=DIR [--data-dir DIR]
+  python benchmarks/personalization.py report --model EXPORT [--data-dir DIR] [--seeds 0,1,2] [--device-python .venv-device/bin/python]
+Writes benchmarks/results/personalization_selection.json, or personalization.json and personalization_per_wearer.png.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datasets.beat_table import BeatTable  # noqa: E402
+from datasets.loading import load_split  # noqa: E402
+from datasets.splits import default_mitdb_dir  # noqa: E402
+from edge_runtime.manifest import Manifest  # noqa: E402
+from edge_runtime.personalization import PersonalizationRecipe  # noqa: E402
+from models.personalization_benchmark import format_table, plot_per_wearer, report, select_recipe  # noqa: E402
+from simulation.runner import validation_people  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+SELECTION = RESULTS / "personalization_selection.json"
+FOLDS = 5
+
+
+def chosen_recipe() -> PersonalizationRecipe:
+    """The recipe selection chose; the report refuses to run when the defaults are not it."""
+    chosen = json.loads(SELECTION.read_text())
+    return PersonalizationRecipe(**chosen["recipes"][chosen["chosen"]]["recipe"])
+
+
+def validation_wearers(data_dir: Path) -> tuple[BeatTable, list[tuple[str, ...]]]:
+    """The training side's DS1 people and their validation folds: all selection ever reads."""
+    ds1 = load_split(data_dir, "DS1")
+    return ds1, validation_people(ds1, folds=FOLDS, seed=0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["select", "report"])
+    parser.add_argument("--data-dir", type=Path, default=default_mitdb_dir())
+    parser.add_argument("--fold-export", action="append", default=[], metavar="K=DIR", help="select: fold K's global model export")
+    parser.add_argument("--model", type=Path, help="report: the reference run's export")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--device-python", help="report: the device-only venv's python, for the cost of one personalisation")
+    args = parser.parse_args()
+    if args.data_dir is None:
+        parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
+    if args.mode == "select":
+        if not args.fold_export:
+            parser.error("select needs --fold-export K=DIR for at least one fold")
+        exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export)}
+        ds1, folds = validation_wearers(args.data_dir)
+        result = select_recipe(ds1, exports, folds)
+        result = {"protocol": __doc__.split("\n\n")[1].split("report:")[0].strip(), "folds": {str(k): list(folds[k]) for k in exports},
+                  "fold_models": {str(k): Manifest.read(d / "manifest.json").model_version for k, d in exports.items()}, **result}
+        SELECTION.write_text(json.dumps(result, indent=2) + "\n")
+        print("chosen:", result["chosen"])
+        return 0
+    if args.model is None:
+        parser.error("report needs --model EXPORT (the reference run's global model)")
+    if chosen_recipe() != PersonalizationRecipe():
+        print(f"PersonalizationRecipe's defaults are not the selected recipe {dataclasses.asdict(chosen_recipe())}", file=sys.stderr)
+        return 1
+    result = report(args.model, load_split(args.data_dir, "DS2"), seeds=tuple(int(s) for s in args.seeds.split(",")), device_python=args.device_python)
+    (RESULTS / "personalization.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_per_wearer(result, RESULTS / "personalization_per_wearer.png", "DS2 wearers, last 25 minutes: global vs personal model")
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

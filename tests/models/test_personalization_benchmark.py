@@ -1,0 +1,53 @@
+"""The personalisation benchmark: labelled minutes and scored beats never overlap, harm is caught,
+and the selection path reads training-side people only."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+import datasets.loading as loading
+from datasets.splits import DS2
+from edge_runtime.beats import BeatSpec
+from edge_runtime.personalization import PersonalizationRecipe
+from models.personalization_benchmark import LABELLED_S, WearerOutcome, harms, personalise_wearers, summarise, wearer_split
+from tests.conftest import REPO_ROOT
+from tests.simulation.test_selection import opened  # noqa: F401  (fixture)
+
+
+def outcome(labels, global_predictions, personal_predictions, hours=0.5) -> WearerOutcome:
+    return WearerOutcome("w", np.array(labels), np.array(global_predictions), np.array(personal_predictions), hours, {"kept": "personal"})
+
+
+def test_harm_is_an_f1_drop_or_new_false_alarms_per_hour():
+    s_wearer = [1] * 20 + [0] * 80
+    assert harms(outcome(s_wearer, s_wearer, s_wearer)) == []
+    assert harms(outcome(s_wearer, s_wearer, [1] * 19 + [0] * 81)) == []  # F1 1.00 -> 0.97: within 0.05
+    lost = harms(outcome(s_wearer, s_wearer, [1] * 10 + [0] * 90))
+    assert lost == ["S F1 1.00 -> 0.67"]
+    normal = [0] * 100
+    assert harms(outcome(normal, normal, [2] * 2 + [0] * 98)) == []  # 4 false V per hour
+    assert harms(outcome(normal, normal, [2] * 3 + [0] * 97)) == ["6.0 more false V calls per hour"]
+    few_s = [1] * 5 + [0] * 95  # under 10 S beats: F1 is too noisy to judge, and they are not "no S beats"
+    assert harms(outcome(few_s, few_s, [0] * 100)) == []
+
+
+def test_the_labelled_minutes_and_the_scored_beats_are_disjoint_in_time(mitdb):
+    table = loading.load_record_beats(mitdb / "232", BeatSpec())
+    labelled, scored, hours = wearer_split(table, 0, LABELLED_S)
+    assert len(labelled) + len(scored) == len(table)
+    times = np.sort(table.time_s)
+    assert len(labelled) == int(np.sum(times < LABELLED_S)) and 250 < len(labelled) < 320
+    assert np.array_equal(labelled.label, table.labels[np.argsort(table.time_s, kind="stable")][: len(labelled)])
+    assert 0.40 < hours < 0.43  # the last 25 of 30 minutes
+
+
+def test_selection_reads_training_side_people_only(mitdb, exported, opened):  # noqa: F811
+    spec = importlib.util.spec_from_file_location("personalization_script", REPO_ROOT / "benchmarks" / "personalization.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ds1, folds = script.validation_wearers(mitdb)
+    assert opened and not set(opened) & set(DS2)
+    summary = summarise(personalise_wearers(exported[1], ds1.of_patients(folds[0]), PersonalizationRecipe(max_epochs=2)))
+    assert set(summary["per_wearer"]) == set(folds[0]) and summary["wearers"] == len(folds[0])
+    assert summary["pooled"]["global"]["V"]["support"] == summary["pooled"]["personal"]["V"]["support"] > 0
