@@ -38,7 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/simulation_speed.py --quick --check
 
 # The device side in a venv holding only numpy, tflite-runtime and grpcio, as on a Raspberry Pi:
-# the on-device self-test, then one real federated round against `fedbeat serve`.
+# the on-device self-test, one personalisation, then one real federated round against `fedbeat serve`.
 DEVICE_VENV := .venv-device
 device-selftest: setup
 	@test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
@@ -48,6 +48,7 @@ device-selftest: setup
 	$(BIN)/fedbeat export --model build/device/model.keras --out build/device
 	$(DEVICE_VENV)/bin/python -m pip list --format=freeze --disable-pip-version-check | grep -v -E '^(pip|setuptools)=='
 	$(DEVICE_VENV)/bin/python -m edge_runtime selftest --model build/device/model_train.tflite --json
+	$(DEVICE_VENV)/bin/python -m edge_runtime personalize --model build/device --data edge_runtime/sample_beats.npz --out build/device/personal --json
 	$(BIN)/python -m simulation.coordinator.smoke --device-python $(DEVICE_VENV)/bin/python
 
 # The same device commands as an aarch64 program (Raspberry Pi OS bookworm, 64-bit) under qemu

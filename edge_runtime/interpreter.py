@@ -56,6 +56,10 @@ class Int8Classifier:
         scale, zero = detail["quantization"]
         return np.clip(np.rint(x / scale + zero), -128, 127).astype(np.int8)
 
+    def classes(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
+        """int64[B] class indices."""
+        return self.logits(beat, log_rr).argmax(axis=1).astype(np.int64)
+
     def logits(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
         """float32[B, 5] dequantized logits, one beat at a time (the int8 model has batch 1)."""
         scale, zero = self._out["quantization"]

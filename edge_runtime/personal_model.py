@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.aami import class_counts
+from edge_runtime.aami import CLASS_NAMES, class_counts
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
-from edge_runtime.personalization import Personalization, PersonalizationRecipe
+from edge_runtime.personalization import Personalization, PersonalizationRecipe, combined_classes
 
 PERSONAL_FILE = "personal.json"
 WEIGHTS_FILE = "weights.npy"
@@ -88,7 +88,8 @@ def write_personal_model(out: Path | str, base_dir: Path | str, data: LocalData,
 
 
 class PersonalClassifier:
-    """The personal weights in the float train model, with Int8Classifier's ``logits`` interface."""
+    """The personal weights in the float train model beside the global ones, with Int8Classifier's
+    ``classes`` interface: the personal call for the classes it learned, the global call otherwise."""
 
     def __init__(self, model_dir: Path | str):
         model_dir = Path(model_dir)
@@ -100,12 +101,15 @@ class PersonalClassifier:
         if weights.dtype != np.float32 or weights.size != manifest.parameters or hashlib.sha256(weights.tobytes()).hexdigest() != record["weights_sha256"]:
             raise PersonalModelError(f"{model_dir}/{WEIGHTS_FILE} does not match {PERSONAL_FILE}")
         self.record = record
-        self._model = TrainableModel(model_dir / "model_train.tflite")
-        self._model.set_weights(weights)
+        self._global = TrainableModel(model_dir / "model_train.tflite")
+        self._personal = TrainableModel(model_dir / "model_train.tflite")
+        self._personal.set_weights(weights)
+        self._personal_classes = np.isin(CLASS_NAMES, record["outcome"]["personal_classes"])
 
-    def logits(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
-        """float32[B, 5] log-probabilities (argmax equals the logits')."""
-        return np.log(np.clip(self._model.probabilities(beat, log_rr), 1e-12, 1.0)).astype(np.float32)
+    def classes(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
+        """int64[B] class indices."""
+        calls = combined_classes(self._global.probabilities(beat, log_rr), self._personal.probabilities(beat, log_rr), self._personal_classes)
+        return calls.astype(np.int64)
 
 
 def load_classifier(model_dir: Path | str) -> Int8Classifier | PersonalClassifier:

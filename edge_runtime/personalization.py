@@ -6,6 +6,8 @@ to them, and it is used on everything after. The labelled beats are split in tim
 earlier part trains, the last ``held_back_fraction`` (beats the fine-tuning never sees) picks
 the epoch and decides whether the personal model is kept at all. When fine-tuning makes more
 mistakes on the held-back beats than the global model, the wearer keeps the global model.
+A class the labelled minutes never showed (a wearer whose S runs start at minute 20) keeps the
+global model's call: fine-tuning on minutes without it only teaches the model that it is rare.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 
@@ -43,6 +46,7 @@ class PersonalizationRecipe:
     class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss
     held_back_fraction: float = 0.2
     patience: int = 3
+    unseen_classes: str = "global"  # "global": a class absent from the labelled minutes keeps the global call; "personal": no exception
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,15 +58,19 @@ class PersonalizationRecipe:
             raise ValueError(f"moving_layers must be one of {', '.join(MOVING_LAYERS)}, got {self.moving_layers!r}")
         if not 0.05 <= self.held_back_fraction <= 0.5:
             raise ValueError(f"held_back_fraction must be in [0.05, 0.5], got {self.held_back_fraction}")
+        if self.unseen_classes not in ("global", "personal"):
+            raise ValueError(f"unseen_classes must be 'global' or 'personal', got {self.unseen_classes!r}")
         if self.class_weight_power < 0:
             raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Personalization:
-    """The outcome: the weights the wearer gets and why (``kept`` is "personal" or "global")."""
+    """The outcome: the weights the wearer gets and why (``kept`` is "personal" or "global");
+    ``personal_classes``: the classes the personal model may call (the others keep the global call)."""
 
     weights: np.ndarray
+    personal_classes: tuple[str, ...]
     kept: str
     epochs: int
     fit_beats: int
@@ -92,13 +100,16 @@ def wearer_class_weights(label: np.ndarray, base_weights: np.ndarray, power: flo
     return (weights / mean if mean > 0 else weights).astype(np.float32)
 
 
-def count_errors(model: TrainableModel, data: LocalData, trained: np.ndarray) -> int:
+def combined_classes(global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: np.ndarray) -> np.ndarray:
+    """The personal model's call, except where the global model calls a class outside
+    ``personal_classes`` (bool per class): there the global call stands."""
+    global_calls = global_probabilities.argmax(axis=1)
+    return np.where(personal_classes[global_calls], personal_probabilities.argmax(axis=1), global_calls)
+
+
+def count_errors(predicted: np.ndarray, label: np.ndarray, trained: np.ndarray) -> int:
     """Misclassified beats among classes the model is trained on (``trained``: bool per class)."""
-    rows = trained[data.label]
-    if not rows.any():
-        return 0
-    predicted = model.probabilities(data.beat[rows], data.log_rr[rows]).argmax(axis=1)
-    return int(np.sum(predicted != data.label[rows]))
+    return int(np.sum((predicted != label) & trained[label]))
 
 
 def held_back_loss(model: TrainableModel, data: LocalData, class_weights: np.ndarray) -> float:
@@ -137,8 +148,10 @@ def personalize(
     if not trained[fit.label].any():
         raise PersonalizationError("none of the labelled beats is of a class the model is trained on")
     mask = moving_mask(layout, recipe.moving_layers)
+    personal_classes = np.bincount(data.label, minlength=trained.size) > 0 if recipe.unseen_classes == "global" else np.ones(trained.size, bool)
     model.set_weights(global_weights)
-    global_errors = count_errors(model, held, trained)
+    global_held = model.probabilities(held.beat, held.log_rr)
+    global_errors = count_errors(global_held.argmax(axis=1), held.label, trained)
     best_loss, best_epoch, best = held_back_loss(model, held, weights), 0, np.asarray(global_weights, np.float32)
     rng = np.random.default_rng(recipe.seed)
     beat_weight = weights[fit.label]
@@ -158,9 +171,10 @@ def personalize(
         elif epoch - best_epoch >= recipe.patience:
             break
     model.set_weights(best)
-    personal_errors = count_errors(model, held, trained)
+    personal_errors = count_errors(combined_classes(global_held, model.probabilities(held.beat, held.log_rr), personal_classes), held.label, trained)
     keep = best_epoch > 0 and personal_errors <= global_errors
     return Personalization(
         weights=best if keep else np.asarray(global_weights, np.float32), kept="personal" if keep else "global", epochs=best_epoch,
+        personal_classes=tuple(name for name, on in zip(CLASS_NAMES, personal_classes) if on),
         fit_beats=len(fit), held_back_beats=len(held), held_back_errors_global=global_errors, held_back_errors_personal=personal_errors,
     )

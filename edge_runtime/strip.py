@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
 from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
 from edge_runtime.detector import detect_r_peaks
-from edge_runtime.interpreter import Int8Classifier
 from edge_runtime.quality import MIN_STRIP_S, StripQuality, assess_quality
+
+
+class BeatClassifier(Protocol):
+    """The int8 export (interpreter.Int8Classifier) or a personal model (personal_model.PersonalClassifier)."""
+
+    def classes(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +50,7 @@ class ClassifiedStrip:
     classes: np.ndarray
 
 
-def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier: Int8Classifier, *, quality_gate: bool = True) -> ClassifiedStrip:
+def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier: BeatClassifier, *, quality_gate: bool = True) -> ClassifiedStrip:
     """Detect, judge quality, and classify the beats inside usable stretches (every beat with
     ``quality_gate=False``, which benchmarks use to measure what the gate prevents)."""
     peaks = detect_r_peaks(signal, fs_hz) if signal.size >= MIN_STRIP_S * fs_hz else np.zeros(0, np.int64)
@@ -56,7 +62,7 @@ def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier:
     keep = quality.usable_beats(peaks[beats.index], fs_hz) if quality_gate else np.ones(beats.index.size, bool)
     if not keep.any():
         return ClassifiedStrip(quality, peaks, none, none)
-    classes = classifier.logits(beats.beat[keep], beats.log_rr[keep]).argmax(axis=1).astype(np.int64)
+    classes = classifier.classes(beats.beat[keep], beats.log_rr[keep])
     return ClassifiedStrip(quality, peaks, beats.index[keep], classes)
 
 

@@ -22,7 +22,7 @@ from edge_runtime.beats import rr_model_input
 from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
-from edge_runtime.personalization import PersonalizationError, PersonalizationRecipe, personalize
+from edge_runtime.personalization import PersonalizationError, PersonalizationRecipe, combined_classes, personalize
 from simulation.metrics import classification_report
 
 LABELLED_S = 300.0
@@ -64,16 +64,18 @@ def personalise_wearers(export: Path, table: BeatTable, recipe: PersonalizationR
     outcomes = []
     for index, name in enumerate(table.patients):
         labelled, later, hours = wearer_split(table, index, labelled_s)
+        if not len(later):
+            continue  # a recording no longer than the labelled minutes: nothing to score
+        model.set_weights(global_weights)
+        global_probabilities = model.probabilities(later.beat, later.log_rr)
         try:
             result = personalize(model, global_weights, labelled, base_class_weights=base_class_weights, layout=manifest.layout, recipe=recipe)
-            weights, outcome = result.weights, result.as_dict()
         except PersonalizationError as error:  # the watch keeps the global model and says why
-            weights, outcome = global_weights, {"kept": "global", "reason": str(error)}
-        predictions = []
-        for w in (global_weights, weights):
-            model.set_weights(w)
-            predictions.append(model.probabilities(later.beat, later.log_rr).argmax(axis=1) if len(later) else np.zeros(0, np.int64))
-        outcomes.append(WearerOutcome(name, later.label, predictions[0], predictions[1], hours, outcome))
+            outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), global_probabilities.argmax(axis=1), hours, {"kept": "global", "reason": str(error)}))
+            continue
+        model.set_weights(result.weights)
+        personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), np.isin(CLASS_NAMES, result.personal_classes))
+        outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), personal, hours, result.as_dict()))
     return outcomes
 
 
@@ -122,13 +124,15 @@ def selection_score(summary: dict) -> tuple[int, float]:
 
 
 def recipe_grid() -> dict[str, PersonalizationRecipe]:
-    """The candidates selection compares: step size, which layers move, and how much rare classes weigh."""
+    """The candidates selection compares: step size, which layers move, how much rare classes weigh,
+    and whether classes the labelled minutes lack keep the global call."""
     grid = {}
-    for learning_rate in (0.01, 0.03, 0.1):
-        for moving in ("all", "dense", "logits"):
-            for power in (0.5, 1.0):
-                grid[f"lr {learning_rate}, {moving} layers, class weight power {power}"] = PersonalizationRecipe(
-                    max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=power)
+    for unseen in ("global", "personal"):
+        for learning_rate in (0.01, 0.03, 0.1):
+            for moving in ("all", "dense", "logits"):
+                for power in (0.5, 1.0):
+                    grid[f"lr {learning_rate}, {moving} layers, class weight power {power}, unseen classes {unseen}"] = PersonalizationRecipe(
+                        max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=power, unseen_classes=unseen)
     return grid
 
 

@@ -128,3 +128,22 @@ def test_join_round_against_fedbeat_serve():
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["round"]["reported"] == 1 and report["round"]["round"] == 1
+
+
+def test_personalize_matches_x86(exported, mitdb, tmp_path, capsys):
+    # Prepare: a wearer's labelled first 5 minutes (record 232)
+    from tests.edge_runtime.test_personalize import labelled_strip
+
+    _, export, _ = exported
+    data = labelled_strip(mitdb, "232", 0.0, 300.0, tmp_path / "first.npz")
+    # Execute
+    reports = {arch: device(python, "personalize", "--model", str(export), "--data", str(data), "--out", str(tmp_path / arch / "personal"), "--json")
+               for arch, python in (("x86", sys.executable), ("arm", AARCH64_PYTHON))}
+    # Assert: the same decision, the same epochs, weights equal to float32 drift
+    x86, arm = reports["x86"], reports["arm"]
+    for key in ("kept", "epochs", "beats", "held_back_errors_global", "held_back_errors_personal"):
+        assert arm[key] == x86[key], key
+    weights = {arch: np.load(tmp_path / arch / "personal" / "weights.npy") for arch in reports}
+    assert relative_error(weights["arm"], weights["x86"]) <= 1e-3
+    with capsys.disabled():
+        print(f"\npersonalize, {arm['beats']} beats: aarch64 (qemu) {arm['seconds']} s, {arm['peak_rss_mb']} MB; x86 {x86['seconds']} s, {x86['peak_rss_mb']} MB")

@@ -16,7 +16,7 @@ from edge_runtime.local_data import LocalData
 from edge_runtime.local_training import LocalTrainingConfig, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.personal_model import PERSONAL_FILE, PersonalClassifier
-from edge_runtime.personalization import PersonalizationRecipe, personalize
+from edge_runtime.personalization import PersonalizationRecipe, combined_classes, personalize
 from edge_runtime.strip import classify_strip
 from tests.conftest import device
 
@@ -166,3 +166,10 @@ def test_federated_updates_start_from_the_global_model_not_the_personal_one(expo
     assert device("personalize", "--model", str(export), "--data", str(first), "--out", str(out)).returncode == 0
     refused = device("train", "--model", str(out), "--data", str(first), "--token", "t", "--out", str(tmp_path / "p.bin"), "--state-dir", str(tmp_path))
     assert refused.returncode == 2 and "is a personal model" in refused.stderr and not (tmp_path / "p.bin").exists()
+
+
+def test_a_class_the_labelled_minutes_lack_keeps_the_global_call():
+    eye = np.eye(5, dtype=np.float32)
+    global_calls, personal_calls = eye[[1, 0, 2, 0]], eye[[0, 0, 0, 1]]  # global: S N V N; personal: N N N S
+    learned = np.isin(CLASS_NAMES, ["N", "V"])  # the wearer's first minutes held N and V beats only
+    assert combined_classes(global_calls, personal_calls, learned).tolist() == [1, 0, 0, 1]
