@@ -39,10 +39,10 @@ class PersonalizationRecipe:
     """How a watch fine-tunes; the defaults are the recipe chosen on validation people
     (benchmarks/results/personalization_selection.json)."""
 
-    max_epochs: int = 15
+    max_epochs: int = 30
     learning_rate: float = 0.03
     batch_size: int = 32
-    moving_layers: str = "all"
+    moving_layers: str = "logits"
     class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss
     held_back_fraction: float = 0.2
     patience: int = 3

@@ -3,11 +3,12 @@ and the selection path reads training-side people only."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 
 import datasets.loading as loading
-from datasets.splits import DS2
+from datasets.splits import DS2, person_of
 from edge_runtime.beats import BeatSpec
 from edge_runtime.personalization import PersonalizationRecipe
 from models.personalization_benchmark import LABELLED_S, WearerOutcome, harms, personalise_wearers, summarise, wearer_split
@@ -42,12 +43,25 @@ def test_the_labelled_minutes_and_the_scored_beats_are_disjoint_in_time(mitdb):
     assert 0.40 < hours < 0.43  # the last 25 of 30 minutes
 
 
-def test_selection_reads_training_side_people_only(mitdb, exported, opened):  # noqa: F811
+def personalization_script():
+    """benchmarks/personalization.py as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location("personalization_script", REPO_ROOT / "benchmarks" / "personalization.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    ds1, folds = script.validation_wearers(mitdb)
+    return script
+
+
+def test_selection_reads_training_side_people_only(mitdb, exported, opened):  # noqa: F811
+    ds1, folds = personalization_script().validation_wearers(mitdb)
     assert opened and not set(opened) & set(DS2)
     summary = summarise(personalise_wearers(exported[1], ds1.of_patients(folds[0]), PersonalizationRecipe(max_epochs=2)))
     assert set(summary["per_wearer"]) == set(folds[0]) and summary["wearers"] == len(folds[0])
     assert summary["pooled"]["global"]["V"]["support"] == summary["pooled"]["personal"]["V"]["support"] > 0
+
+
+def test_the_default_recipe_is_the_one_selection_chose():
+    script = personalization_script()
+    selection = json.loads(script.SELECTION.read_text())
+    assert selection["chosen"] in selection["recipes"]
+    assert script.chosen_recipe() == PersonalizationRecipe()
+    assert not {p for fold in selection["folds"].values() for p in fold} & {person_of(r) for r in DS2}
