@@ -163,9 +163,9 @@ def personalize(
             if mask is not None:
                 model.set_weights(np.where(mask, model.get_weights(), global_weights))
         current = model.get_weights()
-        if not np.all(np.isfinite(current)):
-            raise PersonalizationError(f"fine-tuning diverged at epoch {epoch} (non-finite weights); lower the learning rate")
         loss = held_back_loss(model, held, weights)
+        if not (np.all(np.isfinite(current)) and np.isfinite(loss)):
+            raise PersonalizationError(f"fine-tuning diverged at epoch {epoch} (non-finite weights or loss); lower the learning rate")
         if loss < best_loss:
             best_loss, best_epoch, best = loss, epoch, current
         elif epoch - best_epoch >= recipe.patience:

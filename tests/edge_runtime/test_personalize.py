@@ -90,8 +90,12 @@ def test_a_failed_personalisation_leaves_the_previous_personal_model(exported, w
     with np.load(first) as data:
         bad_labels = tmp_path / "bad_labels.npz"
         np.savez(bad_labels, **{**dict(data), "labels": np.full(len(data["labels"]), 7)})
-    for data, message in ((short, "personalisation needs at least"), (wrong_shape, "the model takes"), (bad_labels, "class indices")):
-        run = device("personalize", "--model", str(export), "--data", str(data), "--out", str(out))
+    huge = tmp_path / "huge.npz"  # finite beats that drive SGD to non-finite weights
+    np.savez(huge, beat=wearer[1].beat * np.float32(1e30), log_rr=wearer[1].log_rr * np.float32(1e30), label=wearer[1].label)
+    cases = ((short, (), "personalisation needs at least"), (wrong_shape, (), "the model takes"), (bad_labels, (), "class indices"),
+             (huge, ("--moving-layers", "all", "--learning-rate", "1"), "non-finite weights"))
+    for data, flags, message in cases:
+        run = device("personalize", "--model", str(export), "--data", str(data), "--out", str(out), *flags)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
         assert out.resolve() == target and (out / PERSONAL_FILE).read_text() == record
     refused = device("personalize", "--model", str(out), "--data", str(first), "--out", str(tmp_path / "again"))
