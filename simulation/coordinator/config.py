@@ -27,6 +27,8 @@ class CoordinatorConfig:
     round by a secret coin of probability q = K / devices (Poisson sampling, what the
     accountant assumes), each update is clipped to ``dp_clip`` and weighted equally, Gaussian
     noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
+    status_port: the read-only status page (status_page.py), off unless set (0 picks a free
+    port); it binds status_host, loopback unless configured otherwise.
     """
 
     address: str = "127.0.0.1:50051"
@@ -57,6 +59,8 @@ class CoordinatorConfig:
     dp_noise_multiplier: float | None = None
     dp_clip: float = 1.0
     dp_target_delta: float = 1e-5
+    status_port: int | None = None
+    status_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "revoked", tuple(self.revoked))
@@ -70,6 +74,8 @@ class CoordinatorConfig:
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.status_port is not None and not 0 <= self.status_port <= 65535:
+            raise ValueError(f"status_port must be 0-65535, got {self.status_port}")
         if self.dp_noise_multiplier is not None:
             PrivacyConfig(noise_multiplier=self.dp_noise_multiplier, clip=self.dp_clip, target_delta=self.dp_target_delta)
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -21,6 +21,7 @@ from edge_runtime.identity import token_from_metadata
 from edge_runtime.protocol import METHODS, SERVICE, ProtocolError
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.rounds import Coordinator, Unauthenticated
+from simulation.coordinator.status_page import StatusServer, coordinator_status
 
 log = logging.getLogger("fedbeat.coordinator")
 _SMALL_REQUEST_BYTES = 1024  # CheckIn and Download carry a model version and a flag
@@ -106,6 +107,10 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("coordinator listening on %s (port %d, %s), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext, loopback only", config.state_dir)
+    status = None
+    if config.status_port is not None:
+        status = StatusServer(config.status_host, config.status_port, lambda: coordinator_status(Path(config.state_dir), coordinator.store)).start()
+        log.info("status page on http://%s:%d/ (read-only)", config.status_host, status.port)
     try:
         while not stop.is_set() and not coordinator.finished:
             coordinator.tick()
@@ -113,6 +118,8 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
         stop.wait(grace_s if coordinator.finished else 0)
         result = {"finished": coordinator.finished, "rounds": coordinator.store.last_round(), "state_dir": config.state_dir}
     finally:
+        if status is not None:
+            status.stop()
         server.stop(grace=1).wait()
         coordinator.close()
     return result

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -123,16 +124,29 @@ def wait_for(condition, timeout: float = 240.0) -> None:
 
 def test_eight_devices_run_three_rounds_and_the_test_loss_falls(tmp_path, federation_dir, device_files):
     # Prepare: a coordinator and 8 device processes, each one DS1 patient's beats
-    config = write_config(tmp_path / "serve.toml", federation_dir)
+    status_port = portpicker.pick_unused_port()
+    config = write_config(tmp_path / "serve.toml", federation_dir, status_port=status_port)
     coordinator = start_coordinator(config, tmp_path / "coordinator.log")
     devices = [start_device(address_of(config), f"token-{i}", f, tmp_path / f"device{i}.log") for i, f in enumerate(device_files)]
-    # Execute
+    # Execute: the operator's status page answers while rounds run (it stays up through the grace period)
+    seen: list[dict] = []
+
+    def status_shows_a_closed_round() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status.json", timeout=5) as reply:
+                seen[:] = [json.loads(reply.read())]
+        except OSError:
+            return False
+        return len(seen[0]["rounds"]) >= 2
+
+    wait_for(status_shows_a_closed_round, timeout=400)
     assert coordinator.wait(timeout=600) == 0, (tmp_path / "coordinator.log").read_text()[-3000:]
     for device in devices:
         assert device.wait(timeout=60) == 0  # every device heard DONE
     # Assert
     log = metrics(tmp_path / "state")
     assert [r["round"] for r in log] == [0, 1, 2, 3]
+    assert seen[0]["rounds"] == log[: len(seen[0]["rounds"])]
     assert all(r["reported"] == 6 and not r["abandoned"] for r in log[1:])
     versions = [r["model_version"] for r in log]
     assert len(set(versions)) == 4  # the global model changed every round
