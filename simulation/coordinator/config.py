@@ -27,6 +27,8 @@ class CoordinatorConfig:
     round by a secret coin of probability q = K / devices (Poisson sampling, what the
     accountant assumes), each update is clipped to ``dp_clip`` and weighted equally, Gaussian
     noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
+    checkpoint_every: accepted updates between checkpoints of the round's running sum (each
+    accepted payload is kept in the store only until the next one).
     status_port: the read-only status page (status_page.py), off unless set (0 picks a free
     port); it binds status_host, loopback unless configured otherwise.
     """
@@ -61,6 +63,7 @@ class CoordinatorConfig:
     dp_target_delta: float = 1e-5
     status_port: int | None = None
     status_host: str = "127.0.0.1"
+    checkpoint_every: int = 64
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "revoked", tuple(self.revoked))
@@ -68,7 +71,7 @@ class CoordinatorConfig:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs"):
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):

@@ -27,8 +27,12 @@ def csprng_gaussian(std: float, size: int) -> np.ndarray:
     return (std * np.concatenate([radius * np.cos(angle), radius * np.sin(angle)]))[:size]
 
 
-def clipped_noisy_mean(updates: np.ndarray, *, clip: float, noise_multiplier: float, denominator: int) -> np.ndarray:
-    """updates float32[n, P] -> (sum of updates clipped to L2 norm ``clip`` + N(0, (z clip)^2)) / denominator."""
-    norms = np.linalg.norm(updates.astype(np.float64), axis=1)
-    clipped = updates * np.minimum(1.0, clip / np.maximum(norms, 1e-12))[:, None]
-    return (clipped.sum(axis=0) + csprng_gaussian(noise_multiplier * clip, updates.shape[1])) / denominator
+def clipped(update: np.ndarray, clip: float) -> np.ndarray:
+    """float64[P]: the update scaled down to L2 norm ``clip`` if longer (what one device may move the sum by)."""
+    update = np.asarray(update, np.float64)
+    return update * min(1.0, clip / max(float(np.linalg.norm(update)), 1e-12))
+
+
+def noisy_mean(clipped_sum: np.ndarray, *, clip: float, noise_multiplier: float, denominator: int) -> np.ndarray:
+    """(sum of clipped updates + N(0, (z clip)^2)) / denominator: what the round releases."""
+    return (clipped_sum + csprng_gaussian(noise_multiplier * clip, clipped_sum.size)) / denominator

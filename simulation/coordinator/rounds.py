@@ -5,9 +5,12 @@ covers devices that vanish); updates are validated exactly as the codec decoder 
 (framing, authentication tag under the device's key, layout hash, finite, norm bound) plus
 round, model version, selection and one-update-per-device checks; the round closes at K
 accepted updates, or at the deadline with at least the minimum, else it is abandoned.
-Closing takes the example-weighted mean of the decoded updates (each weight capped at the
-round's median), applies it with the server learning rate, publishes the next model version,
-evaluates it on the held-out patients and exports TFLite for devices.
+Aggregation streams: each accepted update is added to the round's running weighted sum at
+once (its example count capped at the median the previous round's reporters claimed; equal
+weights in the first round), so memory does not grow with the cohort (the store keeps the sum
+durable, see store.py). Closing divides the sum by its weight, applies it with the server
+learning rate, publishes the next model version, evaluates it on the held-out patients and
+exports TFLite for devices.
 
 Under DP the round's participants are drawn when it opens, by a secret coin per enrolled
 device (Poisson sampling at q = K / devices); only they get the task, every sampled device
@@ -18,7 +21,9 @@ Payload decoding and the evaluation of a closed round's model run outside the ro
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,7 +46,7 @@ from models.beat_classifier import build_beat_classifier, class_weights
 from models.edge_trainable import convert_trainable, weight_layout
 from simulation.config import SimulationConfig
 from simulation.coordinator.config import CoordinatorConfig
-from simulation.coordinator.private_sum import clipped_noisy_mean
+from simulation.coordinator.private_sum import clipped, noisy_mean
 from simulation.coordinator.store import CoordinatorStore
 from simulation.privacy import dp_epsilon
 from simulation.runner import data_directory, evaluate, model_inputs, public_reference
@@ -60,10 +65,24 @@ class Unauthenticated(Exception):
     """Unknown or revoked device token."""
 
 
-def bounded_weights(weights: np.ndarray) -> np.ndarray:
-    """Example-count weights capped at the round's median: a device that claims many examples
-    weighs at most as much as a typical device (honest devices near the median keep theirs)."""
-    return np.minimum(weights, np.median(weights)) if weights.size else weights
+@dataclasses.dataclass
+class OpenRound:
+    """The open round in memory (the store holds the same durably): who was given the task, who
+    reported, and the running sum of weighted (under DP, clipped) updates, float64[P]. Check-ins
+    and uploads consult these sets instead of reading a cohort's rows from SQLite each time."""
+
+    round: int
+    total: np.ndarray
+    selected: set[str]
+    reported: set[str]
+    weight: float = 0.0
+    since_checkpoint: int = 0
+
+    def add(self, device: str, contribution: np.ndarray, weight: float) -> None:
+        self.reported.add(device)
+        self.total += contribution
+        self.weight += weight
+        self.since_checkpoint += 1
 
 
 def model_version(weights: np.ndarray) -> str:
@@ -101,6 +120,9 @@ class Coordinator:
         self.tflite = self._trainable_tflite()
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
         self._round_started = time.time()
+        self._running: OpenRound | None = None
+        records = self.store.closed_records()
+        self._example_cap = next((r["median_examples"] for r in reversed(records) if r.get("median_examples")), None)
         self._resume_or_start()
 
     # -- setup -------------------------------------------------------------------------
@@ -120,8 +142,7 @@ class Coordinator:
         self._publish_pending()
         current = self.store.current_round()
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
-            accepted = len(self.store.reporters(current[0]))
-            log.info("resumed round %d with %d accepted updates", current[0], accepted)
+            log.info("resumed round %d with %d accepted updates", current[0], len(self._open(current[0]).reported))
             closed = self._close(current[0], abandoned=False) if self._complete(current[0]) else None  # killed while closing
             if closed is not None:
                 self._publish(*closed)
@@ -150,10 +171,10 @@ class Coordinator:
 
     def _complete(self, round_index: int) -> bool:
         """K accepted updates, or under DP every sampled device reported."""
-        reported = len(self.store.reporters(round_index))
+        open_round = self._open(round_index)
         if self._private:
-            return reported >= len(self.store.selected(round_index))
-        return reported >= self.config.clients_per_round
+            return len(open_round.reported) >= len(open_round.selected)
+        return len(open_round.reported) >= self.config.clients_per_round
 
     def _publish_pending(self) -> None:
         """After a restart: the metrics lines and exports of committed rounds that a kill cut short."""
@@ -190,12 +211,13 @@ class Coordinator:
             if current is None:
                 return CheckInReply(status=DONE) if self.finished else CheckInReply(status=WAIT, retry_after_s=0.5)
             round_index, version, deadline = current
-            selected = self.store.selected(round_index)
-            reported = self.store.reporters(round_index)
+            open_round = self._open(round_index)
+            selected, reported = open_round.selected, open_round.reported
             closed_to_newcomers = self._private or len(selected) >= self._policy.invited  # DP: only the coin's choice
             if device in reported or (device not in selected and closed_to_newcomers):
                 return CheckInReply(status=WAIT, retry_after_s=0.5)
             self.store.select(round_index, device)
+            selected.add(device)
             return CheckInReply(
                 status=TASK, round=round_index, model_version=version, weights_sha256=self._weights_sha256(version),
                 tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
@@ -215,7 +237,7 @@ class Coordinator:
         with self._lock:
             current = self.store.current_round()
             round_index = current[0] if current else self.store.last_round()
-            reason = decoded if isinstance(decoded, str) else self._rejection(device, *decoded, examples, current)
+            reason = decoded if isinstance(decoded, str) else self._rejection(device, *decoded, examples, current, payload)
             if reason is not None:
                 self.store.reject(round_index, device, reason)
                 log.warning("round %d: rejected update from device %s: %s", round_index, device[:8], reason)
@@ -238,8 +260,8 @@ class Coordinator:
         except PayloadError as error:
             return f"invalid payload: {error}"
 
-    def _rejection(self, device: str, header, update: np.ndarray, examples: int, current) -> str | None:
-        """Why the update is refused, or None after storing it (weight: examples, capped)."""
+    def _rejection(self, device: str, header, update: np.ndarray, examples: int, current, payload: bytes) -> str | None:
+        """Why the update is refused, or None after committing it and adding it to the running sum."""
         if current is None:
             return f"late: round {header.round_id} is closed"
         round_index, version, _ = current
@@ -249,14 +271,50 @@ class Coordinator:
             return f"stale round: payload for round {header.round_id}, current round is {round_index}"
         if header.model_version != version:
             return f"stale model: payload trained on {header.model_version}, round {round_index} serves {version}"
-        if device not in self.store.selected(round_index):
+        open_round = self._open(round_index)
+        if device not in open_round.selected:
             return f"not selected for round {round_index}"
         if header.seed != self._seed(round_index, device):
             return "replayed payload: codec seed is not this device's for this round"
-        weight = float(min(max(examples, 1), self.config.max_examples))
-        if not self.store.add_update(round_index, device, weight, update):
+        claimed = int(min(max(examples, 1), self.config.max_examples))
+        weight = self._weight(claimed)
+        if not self.store.add_report(round_index, device, claimed, weight, payload):  # committed before the device hears "accepted"
             return f"duplicate: this device already reported in round {round_index}"
+        open_round.add(device, self._contribution(update, weight), weight)
+        failpoint("upload:after-commit")
+        if open_round.since_checkpoint >= self.config.checkpoint_every:
+            self.store.checkpoint(round_index, open_round.total, open_round.weight)
+            open_round.since_checkpoint = 0
         return None
+
+    def _weight(self, claimed: int) -> float:
+        """Under DP every update weighs 1; else its claimed examples capped at the previous round's
+        median claim (1 when there is none yet), so one device cannot outweigh a typical one."""
+        if self._private or self._example_cap is None:
+            return 1.0
+        return float(min(claimed, self._example_cap))
+
+    def _contribution(self, update: np.ndarray, weight: float) -> np.ndarray:
+        """What one accepted update adds to the running sum: clipped under DP, else weighted."""
+        if self._private:
+            return clipped(update, self.config.dp_clip)
+        return update.astype(np.float64) * weight
+
+    def _open(self, round_index: int) -> OpenRound:
+        """The open round in memory, or rebuilt after a restart: its selections and reporters, and its
+        sum from the checkpoint plus the payloads accepted after it (decoded and verified again)."""
+        if self._running is not None and self._running.round == round_index:
+            return self._running
+        total, weight, pending = self.store.running_sum(round_index)
+        reported = self.store.reporters(round_index)
+        restored = OpenRound(round_index, np.zeros(self.manifest["parameters"]) if total is None else total, self.store.selected(round_index), reported - {p[0] for p in pending}, weight)
+        for device, device_weight, payload in pending:
+            decoded = self._decoded(device, payload)
+            if isinstance(decoded, str):
+                raise RuntimeError(f"round {round_index}: a stored payload of device {device[:8]} no longer decodes: {decoded}")
+            restored.add(device, self._contribution(decoded[1], device_weight), device_weight)
+        self._running = restored
+        return restored
 
     @functools.lru_cache(maxsize=8)
     def _weights_sha256(self, version: str) -> str:
@@ -274,7 +332,7 @@ class Coordinator:
             current = self.store.current_round()
             if current is None or time.time() < current[2]:
                 return
-            accepted = len(self.store.reporters(current[0]))
+            accepted = len(self._open(current[0]).reported)
             closed = self._close(current[0], abandoned=not self._private and accepted < self._policy.min_reports)
         if closed is not None:
             self._publish(*closed)
@@ -285,28 +343,28 @@ class Coordinator:
         Returns what to publish (the caller does it outside the round lock: evaluation, metrics
         line, export, all redone after a restart if lost), or None if the round was closed already.
         """
-        devices, weights, updates = self.store.updates(round_index)
-        if not devices:
-            updates = np.zeros((0, self.manifest["parameters"]), np.float32)
+        running = self._open(round_index)
+        reported = len(running.reported)
+        claimed = self.store.claimed_examples(round_index)
         version, global_weights = self.store.latest_model()
-        selected = self.store.selected(round_index)
+        invited = len(running.selected)
         rejections = self.store.rejections(round_index)
+        reasons = collections.Counter(r[2].split(":")[0] for r in rejections)
         record = {
-            "round": round_index, "invited": len(selected), "reported": len(devices), "dropped": len(selected - set(devices)),
-            "rejected": len(rejections), "late": sum(r[2].startswith("late") for r in rejections), "abandoned": abandoned,
-            "rejections": sorted({r[2].split(":")[0] for r in rejections}),
+            "round": round_index, "invited": invited, "reported": reported, "dropped": invited - reported,
+            "rejected": len(rejections), "late": reasons.get("late", 0), "abandoned": abandoned, "rejections_by_reason": dict(sorted(reasons.items())),
+            "median_examples": float(np.median(claimed)) if claimed.size else None,
         }
         new = None
         if not abandoned:
-            if self.config.dp_noise_multiplier:
-                mean = clipped_noisy_mean(updates, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
+            if self._private:
+                mean = noisy_mean(running.total, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
                 record["epsilon"] = dp_epsilon(
                     noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self._sampling_rate,
                     rounds=self.store.closed_rounds() + 1, delta=self.config.dp_target_delta,
                 )
             else:
-                capped = bounded_weights(weights)
-                mean = (capped[:, None] * updates.astype(np.float64)).sum(axis=0) / capped.sum()
+                mean = running.total / running.weight if running.weight > 0 else np.zeros_like(running.total)
             new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
             version = model_version(new)
         record.update(model_version=version, seconds=round(time.time() - self._round_started, 3))
@@ -316,6 +374,7 @@ class Coordinator:
             return None  # closed already (a second caller)
         failpoint("close:after-commit")
         self._round_started = time.time()
+        self._example_cap = record["median_examples"] or self._example_cap
         return record, new
 
     def _publish(self, record: dict, weights: np.ndarray | None) -> None:

@@ -39,9 +39,11 @@ def coordinator_status(state_dir: Path, store: CoordinatorStore) -> dict:
     open_round = None
     if current is not None:
         round_index, version, deadline = current
-        open_round = {"round": round_index, "model_version": version, "selected": len(store.selected(round_index)),
-                      "reported": len(store.reporters(round_index)), "deadline_in_s": round(max(0.0, deadline - time.time()), 1)}
-    reasons = Counter(reason.split(":")[0] for _, _, reason in store.rejections())
+        open_round = {"round": round_index, "model_version": version, "selected": store.selected_count(round_index),
+                      "reported": store.report_count(round_index), "deadline_in_s": round(max(0.0, deadline - time.time()), 1)}
+    reasons = Counter(reason.split(":")[0] for _, _, reason in store.rejections())  # the open round's; closed ones are in their records
+    for record in rounds:
+        reasons.update(record.get("rejections_by_reason", {}))
     epsilons = [r["epsilon"] for r in rounds if "epsilon" in r]
     return {"rounds": rounds, "open_round": open_round, "rejections_by_reason": dict(sorted(reasons.items())),
             "model_versions": [r["model_version"] for r in rounds if not r.get("abandoned")],

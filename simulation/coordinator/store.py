@@ -1,12 +1,15 @@
 """Coordinator state in SQLite: a restarted coordinator resumes the open round with its accepted updates.
 
-Every accepted update is committed before the device hears "accepted", so a kill -9 loses
-nothing a device was told was counted. Closing a round is one transaction (the new model, the
-closed round with its metrics record, the next open round), so a kill -9 anywhere in a close
-applies the round exactly once. Tables: models (version -> weights), rounds,
-selections (who was given the round's task), updates (decoded, per device and round) and
-rejections (with the logged reason). Devices appear by their id (``identity.device_id``),
-never by token.
+Aggregation streams: the round's running weighted sum is checkpointed here every
+``checkpoint_every`` accepted updates (CoordinatorConfig), and each accepted update is committed as its signed
+payload (about 1.3 KB rotated 1-bit) before the device hears "accepted"; a checkpoint folds the
+payloads since the last one into the sum and drops them. So a kill -9 loses nothing a device
+was told was counted (restart: the checkpointed sum plus the payloads after it, decoded again),
+while neither memory nor the file holds a round's updates one by one. Closing a round is one
+transaction (the new model, the closed round with its metrics record, the next open round, and
+the retention: the closed round's sum, reports, selections and rejections, and models older
+than the last ``KEEP_MODELS``), so a kill -9 anywhere in a close applies the round exactly
+once and the file stops growing. Devices appear by their id (``identity.device_id``), never by token.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+KEEP_MODELS = 3
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, round INTEGER NOT NULL, weights BLOB NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -27,10 +32,11 @@ CREATE TABLE IF NOT EXISTS rounds (
     record TEXT
 );
 CREATE TABLE IF NOT EXISTS selections (round INTEGER NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (round, device));
-CREATE TABLE IF NOT EXISTS updates (
-    round INTEGER NOT NULL, device TEXT NOT NULL, weight REAL NOT NULL, update_vector BLOB NOT NULL, at REAL NOT NULL,
+CREATE TABLE IF NOT EXISTS reports (
+    round INTEGER NOT NULL, device TEXT NOT NULL, examples INTEGER NOT NULL, weight REAL NOT NULL, payload BLOB, at REAL NOT NULL,
     PRIMARY KEY (round, device)
 );
+CREATE TABLE IF NOT EXISTS sums (round INTEGER PRIMARY KEY, total BLOB NOT NULL, weight REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rejections (round INTEGER NOT NULL, device TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
 """
 
@@ -44,6 +50,7 @@ class CoordinatorStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA journal_size_limit=16777216")  # the WAL shrinks back after checkpoints
         self._db.executescript(_SCHEMA)
         if "record" not in {row[1] for row in self._db.execute("PRAGMA table_info(rounds)")}:  # a store from before closes were atomic
             self._db.execute("ALTER TABLE rounds ADD COLUMN record TEXT")
@@ -125,6 +132,10 @@ class CoordinatorStore:
                 return False  # the empty transaction commits nothing
             if model is not None:
                 self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
+            for table in ("sums", "reports", "selections", "rejections"):  # the record keeps their counts
+                self._db.execute(f"DELETE FROM {table} WHERE round <= ?", (round_index,))
+            self._db.execute(  # round 0's model and the newest KEEP_MODELS stay
+                "DELETE FROM models WHERE round > 0 AND version NOT IN (SELECT version FROM models ORDER BY round DESC, created DESC LIMIT ?)", (KEEP_MODELS,))
             if next_round is not None:
                 self._insert_round(next_round)
         return True
@@ -139,24 +150,41 @@ class CoordinatorStore:
     def selected(self, round_index: int) -> set[str]:
         return {row[0] for row in self._run("SELECT device FROM selections WHERE round = ?", (round_index,))}
 
-    def add_update(self, round_index: int, device: str, weight: float, update: np.ndarray) -> bool:
-        """False if this device already has an update in this round (nothing is written)."""
+    def add_report(self, round_index: int, device: str, examples: int, weight: float, payload: bytes) -> bool:
+        """Commit an accepted update as its payload; False (nothing written) if the device already reported."""
         try:
-            self._run("INSERT INTO updates VALUES (?, ?, ?, ?, ?)", (round_index, device, weight, update.astype("<f4").tobytes(), time.time()))
+            self._run("INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?)", (round_index, device, examples, weight, payload, time.time()))
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def reporters(self, round_index: int) -> set[str]:
-        """Devices with an accepted update in the round (without reading the update blobs)."""
-        return {row[0] for row in self._run("SELECT device FROM updates WHERE round = ?", (round_index,))}
+    def checkpoint(self, round_index: int, total: np.ndarray, weight: float) -> None:
+        """The running sum of every report so far, and their payloads dropped, in one transaction."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO sums VALUES (?, ?, ?)", (round_index, total.astype("<f8").tobytes(), weight))
+            self._db.execute("UPDATE reports SET payload = NULL WHERE round = ? AND payload IS NOT NULL", (round_index,))
 
-    def updates(self, round_index: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(devices, weights float64[n], updates float32[n, P]) accepted in the round."""
-        rows = self._run("SELECT device, weight, update_vector FROM updates WHERE round = ? ORDER BY device", (round_index,))
-        if not rows:
-            return [], np.zeros(0), np.zeros((0, 0), np.float32)
-        return [r[0] for r in rows], np.array([r[1] for r in rows]), np.stack([np.frombuffer(r[2], "<f4") for r in rows])
+    def running_sum(self, round_index: int) -> tuple[np.ndarray | None, float, list[tuple[str, float, bytes]]]:
+        """(checkpointed sum or None, its weight, [(device, weight, payload)] accepted after it)."""
+        with self._lock:
+            rows = self._db.execute("SELECT total, weight FROM sums WHERE round = ?", (round_index,)).fetchall()
+            pending = self._db.execute("SELECT device, weight, payload FROM reports WHERE round = ? AND payload IS NOT NULL ORDER BY at", (round_index,)).fetchall()
+        total, weight = (np.frombuffer(rows[0][0], "<f8").copy(), float(rows[0][1])) if rows else (None, 0.0)
+        return total, weight, pending
+
+    def reporters(self, round_index: int) -> set[str]:
+        """Devices with an accepted update in the round."""
+        return {row[0] for row in self._run("SELECT device FROM reports WHERE round = ?", (round_index,))}
+
+    def selected_count(self, round_index: int) -> int:
+        return int(self._run("SELECT COUNT(*) FROM selections WHERE round = ?", (round_index,))[0][0])
+
+    def report_count(self, round_index: int) -> int:
+        return int(self._run("SELECT COUNT(*) FROM reports WHERE round = ?", (round_index,))[0][0])
+
+    def claimed_examples(self, round_index: int) -> np.ndarray:
+        """int64[n]: the example counts the round's reporters claimed."""
+        return np.array([row[0] for row in self._run("SELECT examples FROM reports WHERE round = ?", (round_index,))], np.int64)
 
     def reject(self, round_index: int, device: str, reason: str) -> None:
         self._run("INSERT INTO rejections VALUES (?, ?, ?, ?)", (round_index, device, reason, time.time()))

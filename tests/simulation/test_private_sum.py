@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation.coordinator.private_sum import clipped_noisy_mean, csprng_gaussian
+from simulation.coordinator.private_sum import clipped, csprng_gaussian, noisy_mean
 
 
 def test_noise_has_the_promised_distribution():
@@ -13,6 +13,12 @@ def test_noise_has_the_promised_distribution():
     assert abs(noise.mean()) < 0.02 and noise.std() == pytest.approx(2.0, rel=0.01)
     kurtosis = np.mean((noise / noise.std()) ** 4)
     assert kurtosis == pytest.approx(3.0, abs=0.1)  # Gaussian tails, not uniform (1.8) or heavier
+
+
+def clipped_noisy_mean(updates: np.ndarray, *, clip: float, noise_multiplier: float, denominator: int) -> np.ndarray:
+    """What the coordinator releases for these updates (it sums them one by one as they arrive)."""
+    total = sum(clipped(u, clip) for u in updates)
+    return noisy_mean(total, clip=clip, noise_multiplier=noise_multiplier, denominator=denominator)
 
 
 def test_identical_inputs_get_independent_noise():
