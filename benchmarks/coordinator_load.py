@@ -1,115 +1,274 @@
-"""Coordinator load: 200 device connections check in and upload within one round (loopback).
+"""Coordinator under load: devices as asyncio gRPC clients in several processes, several rounds, loopback.
 
-Usage: python benchmarks/coordinator_load.py [--devices 200] [--concurrency 50]
-The coordinator is a real `fedbeat serve` process; the devices are lightweight clients in
-this process (threads, bounded concurrency, one gRPC channel each) that skip training and
-upload a valid rotated-1-bit payload of a random update. Writes
-benchmarks/results/coordinator_load.json: round time, client-side latency and the
-coordinator's peak RSS.
+Usage: python benchmarks/coordinator_load.py [--devices 10000] [--rounds 5] [--processes 4] [--channels 32] [--json]
+
+The coordinator is a real `fedbeat serve` process. Each device has its own enrolled token and,
+every round: checks in until given the task, downloads the model (architecture once, weights
+per version), sleeps a drawn compute time, and uploads a rotated-1-bit payload of a random
+update made by the device codecs and signed with its update key. Per round a device is drawn
+honest, dropping (never uploads), late (uploads after the deadline) or garbage (random bytes).
+Devices of one process share ``--channels`` HTTP/2 connections (a phone has one of its own;
+10,000 sockets would measure the kernel, not the coordinator). Writes
+benchmarks/results/coordinator_load.json: accepted, rejected by reason, dropped, late, round
+seconds, p50/p99 latency per RPC, the coordinator's RSS and SQLite size per round, and the CPU
+the coordinator and the load generator each used.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import json
+import multiprocessing
 import platform
+import queue as queue_module
+import signal
+import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import portpicker
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from edge_runtime.codecs import encode  # noqa: E402
-from edge_runtime.identity import update_key  # noqa: E402
-from edge_runtime.join import CoordinatorClient  # noqa: E402
+from edge_runtime.identity import bearer_metadata, update_key  # noqa: E402
 from edge_runtime.payload import Payload, pack  # noqa: E402
-from edge_runtime.protocol import TASK, CheckInRequest, UploadRequest  # noqa: E402
+from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInRequest, DownloadRequest, UploadRequest  # noqa: E402
 from simulation.coordinator.enrollment import enroll  # noqa: E402
 from simulation.resources import status_kb  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = ROOT / "benchmarks" / "results"
+ROLES = ("honest", "drop", "late", "garbage")
+TRANSIENT = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
 
-def device(address: str, token: str) -> dict:
-    client = CoordinatorClient(address, token, insecure=True)
-    started = time.perf_counter()
-    try:
-        reply = client.call("CheckIn", CheckInRequest())
-        while reply.status != TASK:
-            time.sleep(reply.retry_after_s)
-            reply = client.call("CheckIn", CheckInRequest())
-        manifest = json.loads(reply.manifest_json)
-        update = np.random.default_rng(reply.seed % 2**32).normal(0, 1e-3, manifest["parameters"]).astype(np.float32)
-        body = encode(reply.codec, update, reply.seed)
-        payload = pack(Payload(reply.codec, reply.round, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body), update_key(token))
-        result = client.call("Upload", UploadRequest(payload=payload, examples=120))
-        return {"accepted": result.accepted, "reason": result.reason, "seconds": time.perf_counter() - started}
-    finally:
-        client.close()
+def role_of(device: int, round_index: int, rates: dict[str, float], seed: int) -> str:
+    """This device's behaviour in this round, drawn reproducibly."""
+    draw = np.random.default_rng([seed, device, round_index]).random()
+    edge = 0.0
+    for role in ROLES[1:]:
+        edge += rates[role]
+        if draw < edge:
+            return role
+    return "honest"
+
+
+async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) -> dict:
+    """Every device of this process through all rounds; per-RPC latencies and outcomes."""
+    import grpc
+
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 8 << 20)]) for _ in range(args["channels"])]
+    stubs = [{m: ch.unary_unary(f"/{SERVICE}/{m}") for m in METHODS} for ch in channels]
+    latency = collections.defaultdict(list)
+    outcome = collections.Counter()
+    reasons = collections.Counter()
+
+    async def call(stub, method: str, request, token: str):
+        delay = 0.2
+        for _ in range(12):
+            started = time.perf_counter()
+            try:
+                raw = await stub[method](request.to_bytes(), metadata=bearer_metadata(token), timeout=60)
+                latency[method].append(time.perf_counter() - started)
+                return METHODS[method][1].from_bytes(raw)
+            except grpc.aio.AioRpcError as error:
+                if error.code().name not in TRANSIENT:
+                    raise
+                outcome[f"retried {error.code().name}"] += 1
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+        raise ConnectionError(f"{method}: coordinator unreachable after 12 tries")
+
+    async def device(index: int, token: str) -> None:
+        stub = stubs[index % len(stubs)]
+        rng = np.random.default_rng([args["seed"], index])
+        version, have_tflite, done = "", False, set()
+        while True:
+            reply = await call(stub, "CheckIn", CheckInRequest(model_version=version), token)
+            if reply.status == DONE:
+                return
+            if reply.status != TASK or reply.round in done:
+                await asyncio.sleep(max(reply.retry_after_s, 0.2) * (1 + 0.1 * rng.random()))
+                continue
+            done.add(reply.round)
+            if reply.model_version != version:
+                await call(stub, "Download", DownloadRequest(model_version=reply.model_version, include_tflite=not have_tflite), token)
+                version, have_tflite = reply.model_version, True
+            role = role_of(index, reply.round, args["rates"], args["seed"])
+            await asyncio.sleep(rng.uniform(0, args["compute_s"]))
+            if role == "drop":
+                outcome["dropped"] += 1
+                if reply.round == args["rounds"]:
+                    return
+                continue
+            if role == "late":
+                await asyncio.sleep(reply.deadline_s + 1.0)
+            manifest = json.loads(reply.manifest_json)
+            update = rng.normal(0, 1e-3, manifest["parameters"]).astype(np.float32)
+            body = encode(reply.codec, update, reply.seed)
+            payload = pack(Payload(reply.codec, reply.round, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body), update_key(token))
+            if role == "garbage":
+                payload = rng.bytes(len(payload))
+            result = await call(stub, "Upload", UploadRequest(payload=payload, examples=120), token)
+            outcome[f"{role} {'accepted' if result.accepted else 'rejected'}"] += 1
+            if not result.accepted:
+                reasons[result.reason.split(":")[0]] += 1
+            if reply.round == args["rounds"]:
+                return  # the federation's last round: nothing more to check in for
+
+    async def lifetime(index: int, token: str) -> None:
+        try:
+            await device(index, token)
+        except ConnectionError:
+            outcome["gave up: coordinator gone"] += 1  # e.g. a late upload after the last round, once the coordinator exited
+
+    await asyncio.gather(*(lifetime(i, t) for i, t in devices))
+    for channel in channels:
+        await channel.close()
+    return {"latency": {m: v for m, v in latency.items()}, "outcome": dict(outcome), "reasons": dict(reasons)}
+
+
+def process_main(address: str, devices: list[tuple[int, str]], args: dict, queue) -> None:
+    queue.put(asyncio.run(run_devices(address, devices, args)))
+
+
+class CoordinatorWatch:
+    """Samples the coordinator's RSS and CPU; at each new metrics.jsonl line, notes that round's
+    peak RSS and the SQLite size (database + WAL)."""
+
+    def __init__(self, pid: int, state: Path):
+        self.pid, self.state = pid, state
+        self.rounds: list[dict] = []
+        self.cpu_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        peak, lines = 0, 0
+        clock = float(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout or 100)
+        while not self._stop.is_set():
+            try:
+                peak = max(peak, status_kb(self.pid, "VmRSS"))
+                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self.cpu_s = (int(fields[11]) + int(fields[12])) / clock
+            except (OSError, ValueError, IndexError):
+                pass
+            metrics = self.state / "metrics.jsonl"
+            count = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+            if count > lines:
+                size = sum(p.stat().st_size for p in self.state.glob("coordinator.sqlite*"))
+                self.rounds.append({"round": count - 1, "coordinator_peak_rss_mb": round(peak / 1024, 1), "sqlite_mb": round(size / 2**20, 2)})
+                peak, lines = 0, count
+            time.sleep(0.1)
+
+    def start(self) -> "CoordinatorWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def percentiles(values: list[float]) -> dict:
+    array = np.array(values)
+    return {"calls": int(array.size), "p50_s": round(float(np.percentile(array, 50)), 4), "p99_s": round(float(np.percentile(array, 99)), 4)} if array.size else {"calls": 0}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=32, help="HTTP/2 connections per load process")
+    parser.add_argument("--compute-s", type=float, default=20.0, help="device compute time drawn uniformly in [0, this]")
+    parser.add_argument("--deadline-s", type=float, default=40.0)
+    parser.add_argument("--drop", type=float, default=0.02)
+    parser.add_argument("--late", type=float, default=0.01)
+    parser.add_argument("--garbage", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` too stops the coordinator in `finally`
     with tempfile.TemporaryDirectory() as scratch:
         address = f"127.0.0.1:{portpicker.pick_unused_port()}"
         tokens = enroll(Path(scratch) / "devices.txt", args.devices)
+        state = Path(scratch) / "state"
         config = Path(scratch) / "serve.toml"
         config.write_text(
-            f'address = "{address}"\nstate_dir = "{scratch}/state"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = 1\n'
-            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = 600.0\nexport_tflite = false\n"
+            f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
+            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\n"
         )
         log = Path(scratch) / "serve.log"
         server = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-        peak = {"kb": 0}
-        done = threading.Event()
-
-        def watch_memory() -> None:
-            while not done.is_set():
-                peak["kb"] = max(peak["kb"], status_kb(server.pid, "VmHWM"))
-                time.sleep(0.1)
-
         try:
             while "listening on" not in log.read_text(errors="replace"):
                 if server.poll() is not None:
                     print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
                     return 1
                 time.sleep(0.2)
-            idle_kb = status_kb(server.pid, "VmRSS")
-            threading.Thread(target=watch_memory, daemon=True).start()
+            idle_mb = round(status_kb(server.pid, "VmRSS") / 1024, 1)
+            watch = CoordinatorWatch(server.pid, state).start()
+            shared = {"rounds": args.rounds, "channels": args.channels, "compute_s": args.compute_s, "seed": args.seed, "rates": {"drop": args.drop, "late": args.late, "garbage": args.garbage}}
+            numbered = list(enumerate(tokens))
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            workers = [context.Process(target=process_main, args=(address, numbered[k :: args.processes], shared, queue)) for k in range(args.processes)]
             started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-                results = list(pool.map(lambda token: device(address, token), tokens))
+            for worker in workers:
+                worker.start()
+            parts = []
+            while len(parts) < len(workers):
+                try:
+                    parts.append(queue.get(timeout=5))
+                except queue_module.Empty:
+                    if any(w.exitcode not in (None, 0) for w in workers):
+                        raise RuntimeError("a load process died; see its traceback above") from None
+            for worker in workers:
+                worker.join()
             wall = time.perf_counter() - started
-            server.wait(timeout=120)
+            server.wait(timeout=300)
+            watch.stop()
         finally:
-            done.set()
             server.kill()
-        rounds = [json.loads(line) for line in (Path(scratch) / "state" / "metrics.jsonl").read_text().splitlines()]
-    latencies = np.array([r["seconds"] for r in results])
+            for worker in workers if "workers" in locals() else []:
+                worker.kill()
+        records = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    outcome, reasons, latency = collections.Counter(), collections.Counter(), collections.defaultdict(list)
+    for part in parts:
+        outcome.update(part["outcome"])
+        reasons.update(part["reasons"])
+        for method, values in part["latency"].items():
+            latency[method] += values
+    per_round = {w["round"]: w for w in watch.rounds}
     result = {
-        "devices": args.devices,
-        "concurrency": args.concurrency,
-        "accepted": sum(r["accepted"] for r in results),
-        "rejected_reasons": sorted({r["reason"] for r in results if not r["accepted"]}),
-        "round": rounds[-1],
-        "all_devices_wall_s": round(wall, 2),
-        "device_latency_s": {"median": round(float(np.median(latencies)), 3), "p95": round(float(np.percentile(latencies, 95)), 3)},
-        "coordinator_rss_mb_idle": round(idle_kb / 1024, 1),
-        "coordinator_peak_rss_mb": round(peak["kb"] / 1024, 1),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "devices": args.devices, "rounds": args.rounds, "processes": args.processes, "channels_per_process": args.channels,
+        "honest_accepted": outcome["honest accepted"], "honest_rejected": outcome["honest rejected"], "garbage_rejected": outcome["garbage rejected"],
+        "garbage_accepted": outcome["garbage accepted"], "late_rejected": outcome["late rejected"], "dropped": outcome["dropped"],
+        "retries": {k: v for k, v in outcome.items() if k.startswith("retried")}, "rejected_by_reason": dict(reasons),
+        "latency": {method: percentiles(values) for method, values in sorted(latency.items())},
+        "per_round": [{"round": r["round"], "reported": r.get("reported"), "dropped": r.get("dropped"), "rejected": r.get("rejected"), "late": r.get("late"),
+                       "seconds": r.get("seconds"), **{k: v for k, v in per_round.get(r["round"], {}).items() if k != "round"}} for r in records],
+        "coordinator_idle_rss_mb": idle_mb, "coordinator_cpu_s": round(watch.cpu_s, 1),
+        "load_generator_cpu_s": round(children.ru_utime + children.ru_stime - watch.cpu_s, 1), "wall_s": round(wall, 1),
+        "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "coordinator_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
-    return 0 if result["accepted"] == args.devices and result["round"]["reported"] == args.devices else 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "per_round"}, indent=1))
+        for row in result["per_round"]:
+            print(row)
+    return 0 if result["honest_rejected"] == 0 and result["garbage_accepted"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class CoordinatorConfig:
     noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
     checkpoint_every: accepted updates between checkpoints of the round's running sum (each
     accepted payload is kept in the store only until the next one).
+    max_retry_after_s: a device with nothing to do before the round's deadline is told to check in
+    again then, but no later than this (a round that fills early starts the next one sooner).
     status_port: the read-only status page (status_page.py), off unless set (0 picks a free
     port); it binds status_host, loopback unless configured otherwise.
     """
@@ -64,6 +66,7 @@ class CoordinatorConfig:
     status_port: int | None = None
     status_host: str = "127.0.0.1"
     checkpoint_every: int = 64
+    max_retry_after_s: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "revoked", tuple(self.revoked))
@@ -74,7 +77,7 @@ class CoordinatorConfig:
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate"):
+        for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate", "max_retry_after_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.status_port is not None and not 0 <= self.status_port <= 65535:

@@ -215,7 +215,8 @@ class Coordinator:
             selected, reported = open_round.selected, open_round.reported
             closed_to_newcomers = self._private or len(selected) >= self._policy.invited  # DP: only the coin's choice
             if device in reported or (device not in selected and closed_to_newcomers):
-                return CheckInReply(status=WAIT, retry_after_s=0.5)
+                # nothing for this device before the round ends: come back then, not twice a second
+                return CheckInReply(status=WAIT, retry_after_s=min(max(0.5, deadline - time.time()), self.config.max_retry_after_s))
             self.store.select(round_index, device)
             selected.add(device)
             return CheckInReply(
