@@ -61,6 +61,9 @@ def failpoint(name: str) -> None:
         os._exit(137)
 
 
+_UNKNOWN = object()
+
+
 class Unauthenticated(Exception):
     """Unknown or revoked device token."""
 
@@ -121,6 +124,7 @@ class Coordinator:
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
         self._round_started = time.time()
         self._running: OpenRound | None = None
+        self._current: tuple[int, str, float] | None | object = _UNKNOWN
         records = self.store.closed_records()
         self._example_cap = next((r["median_examples"] for r in reversed(records) if r.get("median_examples")), None)
         self._resume_or_start()
@@ -140,7 +144,7 @@ class Coordinator:
             weights = np.concatenate([w.ravel() for w in self.keras.get_weights()]).astype(np.float32)
             self.store.add_model(model_version(weights), 0, weights)
         self._publish_pending()
-        current = self.store.current_round()
+        current = self._current_round()
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
             log.info("resumed round %d with %d accepted updates", current[0], len(self._open(current[0]).reported))
             closed = self._close(current[0], abandoned=False) if self._complete(current[0]) else None  # killed while closing
@@ -148,9 +152,11 @@ class Coordinator:
                 self._publish(*closed)
             elif not self._complete(current[0]):
                 self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
+                self._current = _UNKNOWN
         elif self.store.last_round() < self.config.rounds:
             version, _ = self.store.latest_model()
             self.store.open_round(self._next_round(self.store.last_round() + 1, version))
+            self._current = _UNKNOWN
 
     @property
     def _private(self) -> bool:
@@ -168,6 +174,12 @@ class Coordinator:
             coin = secrets.SystemRandom()
             sampled = [device for device in sorted(self._devices) if coin.random() < self._sampling_rate]
         return round_index, version, time.time() + self.config.deadline_s, sampled
+
+    def _current_round(self) -> tuple[int, str, float] | None:
+        """(round, model version, deadline) of the open round, read from the store once per change of round."""
+        if self._current is _UNKNOWN:
+            self._current = self.store.current_round()
+        return self._current
 
     def _complete(self, round_index: int) -> bool:
         """K accepted updates, or under DP every sampled device reported."""
@@ -203,11 +215,11 @@ class Coordinator:
 
     @property
     def finished(self) -> bool:
-        return self.store.current_round() is None and self.store.last_round() >= self.config.rounds
+        return self._current_round() is None and self.store.last_round() >= self.config.rounds
 
     def check_in(self, device: str) -> CheckInReply:
         with self._lock:
-            current = self.store.current_round()
+            current = self._current_round()
             if current is None:
                 return CheckInReply(status=DONE) if self.finished else CheckInReply(status=WAIT, retry_after_s=0.5)
             round_index, version, deadline = current
@@ -226,17 +238,19 @@ class Coordinator:
                 seed=self._seed(round_index, device), manifest_json=json.dumps(self.manifest),
             )
 
-    def download(self, version: str, include_tflite: bool) -> DownloadReply:
+    @functools.lru_cache(maxsize=8)
+    def download(self, version: str, include_tflite: bool) -> bytes:
+        """The serialized DownloadReply: every device of a round asks for the same few, so each is built once."""
         weights = self.store.model(version)
         if weights is None:
             raise KeyError(f"no model version {version!r}")
-        return DownloadReply(model_version=version, weights=weights.astype("<f4").tobytes(), tflite=self.tflite if include_tflite else b"")
+        return DownloadReply(model_version=version, weights=weights.astype("<f4").tobytes(), tflite=self.tflite if include_tflite else b"").to_bytes()
 
     def upload(self, device: str, payload: bytes, examples: int) -> UploadReply:
         decoded = self._decoded(device, payload)  # outside the lock: the slow part, and no shared state
         closed = None
         with self._lock:
-            current = self.store.current_round()
+            current = self._current_round()
             round_index = current[0] if current else self.store.last_round()
             reason = decoded if isinstance(decoded, str) else self._rejection(device, *decoded, examples, current, payload)
             if reason is not None:
@@ -330,7 +344,7 @@ class Coordinator:
     def tick(self) -> None:
         """Close or abandon the open round once its deadline has passed."""
         with self._lock:
-            current = self.store.current_round()
+            current = self._current_round()
             if current is None or time.time() < current[2]:
                 return
             accepted = len(self._open(current[0]).reported)
@@ -371,7 +385,9 @@ class Coordinator:
         record.update(model_version=version, seconds=round(time.time() - self._round_started, 3))
         next_round = self._next_round(round_index + 1, version) if round_index < self.config.rounds else None
         failpoint("close:before-commit")
-        if not self.store.commit_close(round_index, record=record, model=None if new is None else (version, new), next_round=next_round):
+        committed = self.store.commit_close(round_index, record=record, model=None if new is None else (version, new), next_round=next_round)
+        self._current = _UNKNOWN
+        if not committed:
             return None  # closed already (a second caller)
         failpoint("close:after-commit")
         self._round_started = time.time()

@@ -58,13 +58,11 @@ def _handler(coordinator: Coordinator, method: str, limit: int):
         try:
             device = coordinator.authenticate(token_from_metadata(context.invocation_metadata()))
             request = request_type.from_bytes(raw)
+            if method == "Download":
+                return coordinator.download(request.model_version, request.include_tflite)
             if method == "CheckIn":
-                reply = coordinator.check_in(device)
-            elif method == "Download":
-                reply = coordinator.download(request.model_version, request.include_tflite)
-            else:
-                reply = coordinator.upload(device, request.payload, request.examples)
-            return reply.to_bytes()
+                return coordinator.check_in(device).to_bytes()
+            return coordinator.upload(device, request.payload, request.examples).to_bytes()
         except Unauthenticated as error:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
         except (ProtocolError, TypeError) as error:
