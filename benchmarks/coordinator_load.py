@@ -9,7 +9,7 @@ update made by the device codecs and signed with its update key. Per round a dev
 honest, dropping (never uploads), late (uploads after the deadline) or garbage (random bytes).
 Devices of one process share ``--channels`` HTTP/2 connections (a phone has one of its own;
 10,000 sockets would measure the kernel, not the coordinator). Writes
-benchmarks/results/coordinator_load.json: accepted, rejected by reason, dropped, late, round
+benchmarks/results/coordinator_load_<devices>.json: accepted, rejected by reason, dropped, late, round
 seconds, p50/p99 latency per RPC, the coordinator's RSS and SQLite size per round, and the CPU
 the coordinator and the load generator each used.
 """
@@ -261,7 +261,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "coordinator_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"coordinator_load_{args.devices}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
     else:
