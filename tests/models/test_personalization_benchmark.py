@@ -2,8 +2,12 @@
 and the selection path reads training-side people only."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +69,16 @@ def test_the_default_recipe_is_the_one_selection_chose():
     assert selection["chosen"] in selection["recipes"]
     assert script.chosen_recipe() == PersonalizationRecipe()
     assert not {p for fold in selection["folds"].values() for p in fold} & {person_of(r) for r in DS2}
+
+
+def test_fedbeat_bench_personalize_reports_every_ds2_wearer(mitdb, exported, tmp_path):
+    run = subprocess.run([str(Path(sys.executable).with_name("fedbeat")), "bench", "personalize", "--model", str(exported[1]), "--data-dir", str(mitdb), "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert sorted(result["per_wearer"]) == sorted(DS2) and result["wearers"] == 22
+    pooled = result["pooled"]
+    assert pooled["global"]["S"]["support"] == pooled["personal"]["S"]["support"] > 1000  # the same beats under both models
+    assert result["recipe"] == dataclasses.asdict(PersonalizationRecipe()) and isinstance(result["harmed_wearers"], list)
+    missing = subprocess.run([str(Path(sys.executable).with_name("fedbeat")), "bench", "personalize", "--model", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "not a `fedbeat export` directory" in missing.stderr
