@@ -18,7 +18,7 @@ from edge_runtime.closed_pipe import silence_stdout
 from edge_runtime.codecs import CODECS
 from edge_runtime.identity import update_key
 from edge_runtime.interpreter import TrainableModel
-from edge_runtime.local_data import LocalData, LocalDataError
+from edge_runtime.local_data import LocalData
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack

@@ -96,7 +96,7 @@ def test_every_acknowledged_upload_is_in_the_closed_rounds_sum_after_a_kill_mid_
         overselect=1.0, codec="fp16", dataset="mitdb", data_dir=str(synthetic_dir), export_tflite=False, insecure=True, checkpoint_every=4,
     )
     fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
-    first, rest = dict(list(values.items())[:7]), dict(list(values.items())[7:])
+    first = dict(list(values.items())[:7])
     # Execute: 7 uploads acknowledged (4 in a checkpoint, 3 after it), then the process dies as under kill -9;
     # with the failpoint it dies after committing the first upload, before answering it
     run = subprocess.run([sys.executable, "-c", DIE_AFTER_ACKS, json.dumps(fields), json.dumps(first)], cwd=REPO_ROOT, capture_output=True,
