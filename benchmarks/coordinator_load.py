@@ -192,6 +192,7 @@ def main() -> int:
     parser.add_argument("--drop", type=float, default=0.02)
     parser.add_argument("--late", type=float, default=0.01)
     parser.add_argument("--garbage", type=float, default=0.01)
+    parser.add_argument("--server-threads", type=int, default=32, help="the coordinator's gRPC worker threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -203,7 +204,7 @@ def main() -> int:
         config = Path(scratch) / "serve.toml"
         config.write_text(
             f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
-            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\n"
+            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
         )
         log = Path(scratch) / "serve.log"
         server = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -249,7 +250,7 @@ def main() -> int:
             latency[method] += values
     per_round = {w["round"]: w for w in watch.rounds}
     result = {
-        "devices": args.devices, "rounds": args.rounds, "processes": args.processes, "channels_per_process": args.channels,
+        "devices": args.devices, "rounds": args.rounds, "processes": args.processes, "channels_per_process": args.channels, "server_threads": args.server_threads,
         "honest_accepted": outcome["honest accepted"], "honest_rejected": outcome["honest rejected"], "garbage_rejected": outcome["garbage rejected"],
         "garbage_accepted": outcome["garbage accepted"], "late_rejected": outcome["late rejected"], "dropped": outcome["dropped"],
         "retries": {k: v for k, v in outcome.items() if k.startswith("retried")}, "rejected_by_reason": dict(reasons),
@@ -261,7 +262,8 @@ def main() -> int:
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"coordinator_load_{args.devices}.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = "" if args.server_threads == 32 else f"_threads{args.server_threads}"
+    (RESULTS / f"coordinator_load_{args.devices}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
     else:

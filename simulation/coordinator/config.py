@@ -27,6 +27,7 @@ class CoordinatorConfig:
     round by a secret coin of probability q = K / devices (Poisson sampling, what the
     accountant assumes), each update is clipped to ``dp_clip`` and weighted equally, Gaussian
     noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
+    server_threads: gRPC worker threads (calls beyond them wait, up to max_concurrent_rpcs in all).
     checkpoint_every: accepted updates between checkpoints of the round's running sum (each
     accepted payload is kept in the store only until the next one).
     max_retry_after_s: a device with nothing to do before the round's deadline is told to check in
@@ -43,6 +44,7 @@ class CoordinatorConfig:
     tls_key: str | None = None
     insecure: bool = False
     max_concurrent_rpcs: int = 64
+    server_threads: int = 32
     rounds: int = 10
     clients_per_round: int = 8
     overselect: float = 1.3
@@ -74,7 +76,7 @@ class CoordinatorConfig:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every"):
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every", "server_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate", "max_retry_after_s"):

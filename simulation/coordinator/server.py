@@ -80,7 +80,7 @@ def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[g
     """Start serving; returns (server, bound port)."""
     limits = request_limits(config)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=min(32, config.max_concurrent_rpcs)),
+        futures.ThreadPoolExecutor(max_workers=min(config.server_threads, config.max_concurrent_rpcs)),
         interceptors=[TokenInterceptor(coordinator)],
         options=[("grpc.max_receive_message_length", max(limits.values()))],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
