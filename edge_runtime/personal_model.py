@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.aami import CLASS_NAMES, class_counts
+from edge_runtime.aami import class_counts
 from edge_runtime.interpreter import Int8Classifier, TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
@@ -37,6 +37,10 @@ class PersonalModelError(ValueError):
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def sha256_weights(weights: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes()).hexdigest()
 
 
 def is_personal(model_dir: Path | str) -> bool:
@@ -66,7 +70,7 @@ def write_personal_model(out: Path | str, base_dir: Path | str, data: LocalData,
         "data": {"beats": len(data), "per_class": class_counts(data.label)},
         "recipe": dataclasses.asdict(recipe),
         "outcome": result.as_dict(),
-        "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
+        "weights_sha256": sha256_weights(weights),
     }
     target = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{record['weights_sha256'][:12]}."))
     try:
@@ -98,13 +102,13 @@ class PersonalClassifier:
         if sha256_file(model_dir / "model_train.tflite") != record["base_model_train_sha256"]:
             raise PersonalModelError(f"{model_dir}/model_train.tflite is not the model the personal weights were trained for")
         weights = np.load(model_dir / WEIGHTS_FILE)
-        if weights.dtype != np.float32 or weights.size != manifest.parameters or hashlib.sha256(weights.tobytes()).hexdigest() != record["weights_sha256"]:
+        if weights.dtype != np.float32 or weights.size != manifest.parameters or sha256_weights(weights) != record["weights_sha256"]:
             raise PersonalModelError(f"{model_dir}/{WEIGHTS_FILE} does not match {PERSONAL_FILE}")
         self.record = record
         self._global = TrainableModel(model_dir / "model_train.tflite")
         self._personal = TrainableModel(model_dir / "model_train.tflite")
         self._personal.set_weights(weights)
-        self._personal_classes = np.isin(CLASS_NAMES, record["outcome"]["personal_classes"])
+        self._personal_classes = tuple(record["outcome"]["personal_classes"])
 
     def classes(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
         """int64[B] class indices."""

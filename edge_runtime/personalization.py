@@ -100,11 +100,11 @@ def wearer_class_weights(label: np.ndarray, base_weights: np.ndarray, power: flo
     return (weights / mean if mean > 0 else weights).astype(np.float32)
 
 
-def combined_classes(global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: np.ndarray) -> np.ndarray:
+def combined_classes(global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: tuple[str, ...]) -> np.ndarray:
     """The personal model's call, except where the global model calls a class outside
-    ``personal_classes`` (bool per class): there the global call stands."""
+    ``personal_classes`` (names): there the global call stands."""
     global_calls = global_probabilities.argmax(axis=1)
-    return np.where(personal_classes[global_calls], personal_probabilities.argmax(axis=1), global_calls)
+    return np.where(np.isin(CLASS_NAMES, personal_classes)[global_calls], personal_probabilities.argmax(axis=1), global_calls)
 
 
 def count_errors(predicted: np.ndarray, label: np.ndarray, trained: np.ndarray) -> int:
@@ -112,11 +112,10 @@ def count_errors(predicted: np.ndarray, label: np.ndarray, trained: np.ndarray) 
     return int(np.sum((predicted != label) & trained[label]))
 
 
-def held_back_loss(model: TrainableModel, data: LocalData, class_weights: np.ndarray) -> float:
-    """Weighted cross-entropy on the held-back beats: the early-stopping criterion."""
-    probabilities = model.probabilities(data.beat, data.log_rr)
-    picked = np.clip(probabilities[np.arange(len(data)), data.label], 1e-7, 1.0)
-    weight = class_weights[data.label]
+def held_back_loss(probabilities: np.ndarray, label: np.ndarray, class_weights: np.ndarray) -> float:
+    """Weighted cross-entropy of the held-back beats' predicted probabilities: the early-stopping criterion."""
+    picked = np.clip(probabilities[np.arange(label.size), label], 1e-7, 1.0)
+    weight = class_weights[label]
     return float(np.sum(-np.log(picked) * weight) / max(float(weight.sum()), 1e-12))
 
 
@@ -148,11 +147,12 @@ def personalize(
     if not trained[fit.label].any():
         raise PersonalizationError("none of the labelled beats is of a class the model is trained on")
     mask = moving_mask(layout, recipe.moving_layers)
-    personal_classes = np.bincount(data.label, minlength=trained.size) > 0 if recipe.unseen_classes == "global" else np.ones(trained.size, bool)
+    seen = np.bincount(data.label, minlength=trained.size) > 0
+    personal_classes = tuple(name for name, on in zip(CLASS_NAMES, seen) if on or recipe.unseen_classes == "personal")
     model.set_weights(global_weights)
     global_held = model.probabilities(held.beat, held.log_rr)
     global_errors = count_errors(global_held.argmax(axis=1), held.label, trained)
-    best_loss, best_epoch, best = held_back_loss(model, held, weights), 0, np.asarray(global_weights, np.float32)
+    best_loss, best_epoch, best, best_held = held_back_loss(global_held, held.label, weights), 0, np.asarray(global_weights, np.float32), global_held
     rng = np.random.default_rng(recipe.seed)
     beat_weight = weights[fit.label]
     for epoch in range(1, recipe.max_epochs + 1):
@@ -163,18 +163,19 @@ def personalize(
             if mask is not None:
                 model.set_weights(np.where(mask, model.get_weights(), global_weights))
         current = model.get_weights()
-        loss = held_back_loss(model, held, weights)
+        current_held = model.probabilities(held.beat, held.log_rr)
+        loss = held_back_loss(current_held, held.label, weights)
         if not (np.all(np.isfinite(current)) and np.isfinite(loss)):
             raise PersonalizationError(f"fine-tuning diverged at epoch {epoch} (non-finite weights or loss); lower the learning rate")
         if loss < best_loss:
-            best_loss, best_epoch, best = loss, epoch, current
+            best_loss, best_epoch, best, best_held = loss, epoch, current, current_held
         elif epoch - best_epoch >= recipe.patience:
             break
     model.set_weights(best)
-    personal_errors = count_errors(combined_classes(global_held, model.probabilities(held.beat, held.log_rr), personal_classes), held.label, trained)
+    personal_errors = count_errors(combined_classes(global_held, best_held, personal_classes), held.label, trained)
     keep = best_epoch > 0 and personal_errors <= global_errors
     return Personalization(
         weights=best if keep else np.asarray(global_weights, np.float32), kept="personal" if keep else "global", epochs=best_epoch,
-        personal_classes=tuple(name for name, on in zip(CLASS_NAMES, personal_classes) if on),
+        personal_classes=personal_classes,
         fit_beats=len(fit), held_back_beats=len(held), held_back_errors_global=global_errors, held_back_errors_personal=personal_errors,
     )

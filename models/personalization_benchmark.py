@@ -74,7 +74,7 @@ def personalise_wearers(export: Path, table: BeatTable, recipe: PersonalizationR
             outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), global_probabilities.argmax(axis=1), hours, {"kept": "global", "reason": str(error)}))
             continue
         model.set_weights(result.weights)
-        personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), np.isin(CLASS_NAMES, result.personal_classes))
+        personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), result.personal_classes)
         outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), personal, hours, result.as_dict()))
     return outcomes
 

@@ -21,7 +21,6 @@ Payload decoding and the evaluation of a closed round's model run outside the ro
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -123,7 +122,7 @@ class Coordinator:
         self.tflite = self._trainable_tflite()
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
         self._round_started = time.time()
-        self._running: OpenRound | None = None
+        self._open_round: OpenRound | None = None
         self._current: tuple[int, str, float] | None | object = _UNKNOWN
         records = self.store.closed_records()
         self._example_cap = next((r["median_examples"] for r in reversed(records) if r.get("median_examples")), None)
@@ -318,8 +317,8 @@ class Coordinator:
     def _open(self, round_index: int) -> OpenRound:
         """The open round in memory, or rebuilt after a restart: its selections and reporters, and its
         sum from the checkpoint plus the payloads accepted after it (decoded and verified again)."""
-        if self._running is not None and self._running.round == round_index:
-            return self._running
+        if self._open_round is not None and self._open_round.round == round_index:
+            return self._open_round
         total, weight, pending = self.store.running_sum(round_index)
         reported = self.store.reporters(round_index)
         restored = OpenRound(round_index, np.zeros(self.manifest["parameters"]) if total is None else total, self.store.selected(round_index), reported - {p[0] for p in pending}, weight)
@@ -328,7 +327,7 @@ class Coordinator:
             if isinstance(decoded, str):
                 raise RuntimeError(f"round {round_index}: a stored payload of device {device[:8]} no longer decodes: {decoded}")
             restored.add(device, self._contribution(decoded[1], device_weight), device_weight)
-        self._running = restored
+        self._open_round = restored
         return restored
 
     @functools.lru_cache(maxsize=8)
@@ -363,11 +362,10 @@ class Coordinator:
         claimed = self.store.claimed_examples(round_index)
         version, global_weights = self.store.latest_model()
         invited = len(running.selected)
-        rejections = self.store.rejections(round_index)
-        reasons = collections.Counter(r[2].split(":")[0] for r in rejections)
+        reasons = self.store.rejections_by_reason(round_index)
         record = {
             "round": round_index, "invited": invited, "reported": reported, "dropped": invited - reported,
-            "rejected": len(rejections), "late": reasons.get("late", 0), "abandoned": abandoned, "rejections_by_reason": dict(sorted(reasons.items())),
+            "rejected": sum(reasons.values()), "late": reasons.get("late", 0), "abandoned": abandoned, "rejections_by_reason": dict(sorted(reasons.items())),
             "median_examples": float(np.median(claimed)) if claimed.size else None,
         }
         new = None

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -41,7 +40,7 @@ def coordinator_status(state_dir: Path, store: CoordinatorStore) -> dict:
         round_index, version, deadline = current
         open_round = {"round": round_index, "model_version": version, "selected": store.selected_count(round_index),
                       "reported": store.report_count(round_index), "deadline_in_s": round(max(0.0, deadline - time.time()), 1)}
-    reasons = Counter(reason.split(":")[0] for _, _, reason in store.rejections())  # the open round's; closed ones are in their records
+    reasons = store.rejections_by_reason()  # the open round's; closed ones are in their records
     for record in rounds:
         reasons.update(record.get("rejections_by_reason", {}))
     epsilons = [r["epsilon"] for r in rounds if "epsilon" in r]

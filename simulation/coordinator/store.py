@@ -13,6 +13,7 @@ once and the file stops growing. Devices appear by their id (``identity.device_i
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import sqlite3
@@ -193,6 +194,10 @@ class CoordinatorStore:
         if round_index is None:
             return self._run("SELECT round, device, reason FROM rejections ORDER BY at")
         return self._run("SELECT round, device, reason FROM rejections WHERE round = ? ORDER BY at", (round_index,))
+
+    def rejections_by_reason(self, round_index: int | None = None) -> collections.Counter:
+        """Stored rejections counted by the kind of reason (the text before its first colon)."""
+        return collections.Counter(reason.split(":")[0] for _, _, reason in self.rejections(round_index))
 
     def close(self) -> None:
         with self._lock:
