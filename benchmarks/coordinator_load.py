@@ -41,7 +41,7 @@ from edge_runtime.identity import bearer_metadata, update_key  # noqa: E402
 from edge_runtime.payload import Payload, pack  # noqa: E402
 from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInRequest, DownloadRequest, UploadRequest  # noqa: E402
 from simulation.coordinator.enrollment import enroll  # noqa: E402
-from simulation.resources import status_kb  # noqa: E402
+from simulation.resources import child_pids, status_kb  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ROLES = ("honest", "drop", "late", "garbage")
@@ -139,8 +139,9 @@ def process_main(address: str, devices: list[tuple[int, str]], args: dict, queue
 
 
 class CoordinatorWatch:
-    """Samples the coordinator's RSS and CPU; at each new metrics.jsonl line, notes that round's
-    peak RSS and the SQLite size (database + WAL)."""
+    """Samples the serving process's RSS and CPU, and its model worker's RSS (the TensorFlow
+    process that evaluates and exports, model_worker.py); at each new metrics.jsonl line, notes
+    that round's peaks and the SQLite size (database + WAL)."""
 
     def __init__(self, pid: int, state: Path):
         self.pid, self.state = pid, state
@@ -150,11 +151,12 @@ class CoordinatorWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        peak, lines = 0, 0
+        peak, worker_peak, lines = 0, 0, 0
         clock = float(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout or 100)
         while not self._stop.is_set():
             try:
                 peak = max(peak, status_kb(self.pid, "VmRSS"))
+                worker_peak = max(worker_peak, max((status_kb(child, "VmRSS") for child in child_pids(self.pid)), default=0))
                 fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 self.cpu_s = (int(fields[11]) + int(fields[12])) / clock
             except (OSError, ValueError, IndexError):
@@ -163,8 +165,11 @@ class CoordinatorWatch:
             count = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
             if count > lines:
                 size = sum(p.stat().st_size for p in self.state.glob("coordinator.sqlite*"))
-                self.rounds.append({"round": count - 1, "coordinator_peak_rss_mb": round(peak / 1024, 1), "sqlite_mb": round(size / 2**20, 2)})
-                peak, lines = 0, count
+                self.rounds.append({
+                    "round": count - 1, "coordinator_peak_rss_mb": round(peak / 1024, 1), "model_worker_peak_rss_mb": round(worker_peak / 1024, 1),
+                    "sqlite_mb": round(size / 2**20, 2),
+                })
+                peak, worker_peak, lines = 0, 0, count
             time.sleep(0.1)
 
     def start(self) -> "CoordinatorWatch":

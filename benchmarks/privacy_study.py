@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.splits import default_mitdb_dir  # noqa: E402
 from simulation.config import SimulationConfig  # noqa: E402
-from simulation.privacy import noise_for_epsilon  # noqa: E402
+from simulation.accounting import noise_for_epsilon  # noqa: E402
 from simulation.runner import run_simulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

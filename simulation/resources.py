@@ -1,8 +1,9 @@
-"""Resident memory of this process and its TFF workers, read from /proc (Linux)."""
+"""Resident memory of this process and its workers (TFF's, the coordinator's model worker), read from /proc (Linux)."""
 from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 from collections.abc import Iterable
 
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -38,6 +39,11 @@ def status_kb(pid: int, field: str) -> int:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (``pgrep -P``)."""
+    return [int(child) for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
 
 
 def rss_mb(worker_pids: Iterable[int] = ()) -> float:

@@ -29,11 +29,12 @@ from edge_runtime.codecs import encode
 from edge_runtime.payload import Payload, pack
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.edge_trainable import weight_layout
+from simulation.accounting import ACCOUNTANT, dp_epsilon, noise_for_epsilon
 from simulation.algorithms import build_fedadam, build_fedavg, server_optimizer
 from simulation.availability import AvailabilityModel
 from simulation.compression import CompressedMeanFactory
 from simulation.config import ConfigError, SimulationConfig
-from simulation.privacy import ACCOUNTANT, dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
+from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
 from simulation.kernels import platform_summary
 from simulation.metrics import classification_report, per_record_report

@@ -17,7 +17,10 @@ device (Poisson sampling at q = K / devices); only they get the task, every samp
 that reports in time contributes, and the round closes when all have reported or at the
 deadline, never abandoned (the noisy sum is released whatever the count).
 
-Payload decoding and the evaluation of a closed round's model run outside the round lock.
+Payload decoding runs outside the round lock. This process never imports TensorFlow: the model
+work (round 0's model, evaluating each new model on the held-out people, TFLite exports) runs in
+the model worker process (model_worker.py), and a closed round is published (evaluation,
+metrics line, export) by one publisher thread in round order, so no device call waits for it.
 """
 from __future__ import annotations
 
@@ -29,26 +32,20 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from datasets.loading import load_split
 from edge_runtime.identity import device_id
-from edge_runtime.manifest import layout_hash
 from edge_runtime.payload import PayloadError, decode_update
 from edge_runtime.protocol import DONE, TASK, WAIT, CheckInReply, DownloadReply, UploadReply
-from models.beat_classifier import build_beat_classifier, class_weights
-from models.edge_trainable import convert_trainable, weight_layout
-from simulation.config import SimulationConfig
+from simulation.accounting import dp_epsilon
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.model_worker import ModelWorker
 from simulation.coordinator.private_sum import clipped, noisy_mean
 from simulation.coordinator.store import CoordinatorStore
-from simulation.privacy import dp_epsilon
-from simulation.runner import data_directory, evaluate, model_inputs, public_reference
 
 log = logging.getLogger("fedbeat.coordinator")
 FAILPOINT_ENV = "FEDBEAT_COORDINATOR_FAILPOINT"
@@ -103,45 +100,28 @@ class Coordinator:
         if config.dp_noise_multiplier and config.clients_per_round > len(self._devices):
             raise ValueError(f"clients_per_round {config.clients_per_round} is more than the {len(self._devices)} enrolled devices")
         self._lock = threading.RLock()
-        self._publishing = threading.Lock()
         self._policy = config.availability()
-        self._exports = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        directory = data_directory(SimulationConfig(dataset=config.dataset, data_dir=config.data_dir, seed=config.seed))
-        self.test = load_split(directory, "DS2", progress=False)
-        # Class weights and int8 calibration from public (synthetic) beats: the server has no device's data.
-        reference = public_reference()
-        self.loss_weights = class_weights(reference.labels)
-        self._calibration = model_inputs(reference, slice(0, 2000))
-        self.keras = build_beat_classifier(seed=config.seed)
-        self.shapes = [w.shape for w in self.keras.get_weights()]
-        layout = weight_layout(self.keras)
-        self.manifest = {
-            "layout_hash": layout_hash(layout), "class_weights": [float(w) for w in self.loss_weights],
-            "parameters": int(sum(int(np.prod(s)) for s in self.shapes)),
-        }
-        self.tflite = self._trainable_tflite()
+        self._publisher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="publisher")
+        self._models = ModelWorker(config)
+        try:
+            setup = self._models.setup()
+        except BaseException:
+            self._models.close()
+            raise
+        self.manifest = setup.manifest
+        self.tflite = setup.tflite
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
         self._round_started = time.time()
         self._open_round: OpenRound | None = None
         self._current: tuple[int, str, float] | None | object = _UNKNOWN
         records = self.store.closed_records()
         self._example_cap = next((r["median_examples"] for r in reversed(records) if r.get("median_examples")), None)
-        self._resume_or_start()
+        self._resume_or_start(setup.initial_weights)
 
     # -- setup -------------------------------------------------------------------------
-    def _trainable_tflite(self) -> bytes:
-        path = self.out / "model_train.tflite"
-        if not path.is_file():
-            with tempfile.TemporaryDirectory() as saved_model:
-                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                partial.write_bytes(convert_trainable(self.keras, saved_model))
-                os.replace(partial, path)
-        return path.read_bytes()
-
-    def _resume_or_start(self) -> None:
+    def _resume_or_start(self, initial_weights: np.ndarray) -> None:
         if self.store.latest_model() is None:  # a fresh federation: the seeded model is round 0's
-            weights = np.concatenate([w.ravel() for w in self.keras.get_weights()]).astype(np.float32)
-            self.store.add_model(model_version(weights), 0, weights)
+            self.store.add_model(model_version(initial_weights), 0, initial_weights)
         self._publish_pending()
         current = self._current_round()
         if current is not None:  # restarted mid-round: keep its selections and accepted updates
@@ -202,7 +182,7 @@ class Coordinator:
             if record["round"] not in logged:
                 self._publish(record, None if record["abandoned"] else self.store.model(record["model_version"]))
             elif not record["abandoned"] and self.config.export_tflite and not (self.out / "exports" / record["model_version"]).is_dir():
-                self._exports.submit(self._export, record["model_version"], self.store.model(record["model_version"]))
+                self._publisher.submit(self._export, record["model_version"], self.store.model(record["model_version"]))
 
     # -- device calls ------------------------------------------------------------------
     def authenticate(self, token: str | None) -> str:
@@ -393,47 +373,39 @@ class Coordinator:
         return record, new
 
     def _publish(self, record: dict, weights: np.ndarray | None) -> None:
-        """Evaluate an applied round's model, append its metrics line, log it and start its export
-        (one publication at a time, in round order: rounds close one after another)."""
-        with self._publishing:
+        """Queue a committed round's publication: the publisher thread does them one at a time, in round order."""
+        self._publisher.submit(self._publish_now, record, weights)
+
+    def _publish_now(self, record: dict, weights: np.ndarray | None) -> None:
+        """Evaluate an applied round's model, append its metrics line, log it and export it (all
+        redone after a restart if a kill cut them short)."""
+        try:
             if weights is not None:
-                evaluation = self._evaluate(weights)
-                record = {**record, "eval": {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}}
+                record = {**record, "eval": self._evaluate(weights)}
             with open(self.out / "metrics.jsonl", "a") as metrics:
                 metrics.write(json.dumps(record) + "\n")
-        if record["round"] == 0:
-            return
-        failpoint("close:after-metrics")
-        log.info(
-            "round %d: selected %d, reported %d, dropped %d, late %d, rejected %d, %.1f s%s", record["round"], record["invited"], record["reported"],
-            record["dropped"], record["late"], record["rejected"], record["seconds"], " (abandoned)" if weights is None else f", test loss {record['eval']['loss']:.4f}",
-        )
-        if weights is not None and self.config.export_tflite:
-            self._exports.submit(self._export, record["model_version"], weights)
-
-    def _unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
-        sizes = [int(np.prod(s)) for s in self.shapes]
-        return [part.reshape(shape) for part, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), self.shapes)]
+            if record["round"] == 0:
+                return
+            failpoint("close:after-metrics")
+            log.info(
+                "round %d: selected %d, reported %d, dropped %d, late %d, rejected %d, %.1f s%s", record["round"], record["invited"], record["reported"],
+                record["dropped"], record["late"], record["rejected"], record["seconds"], " (abandoned)" if weights is None else f", test loss {record['eval']['loss']:.4f}",
+            )
+            if weights is not None and self.config.export_tflite:
+                self._export(record["model_version"], weights)
+        except Exception:  # noqa: BLE001 - rounds go on; a restart publishes what is missing
+            log.exception("round %d: publishing failed", record["round"])
 
     def _evaluate(self, weights: np.ndarray) -> dict:
-        self.keras.set_weights(self._unflatten(weights))  # only under the publishing lock
-        return evaluate(self.keras, self.test, self.loss_weights)
+        return self._models.evaluate(weights)
 
     def _export(self, version: str, weights: np.ndarray) -> None:
-        """TFLite files for devices, written to a temporary directory and renamed: never half an export."""
-        from models.export import export_for_devices  # TF conversion: off the request path
-
+        """TFLite files for devices (the worker writes them aside and renames: never half an export)."""
         final = self.out / "exports" / version
-        if final.is_dir():
-            return
-        model = build_beat_classifier(seed=self.config.seed)
-        model.set_weights(self._unflatten(weights))
-        beat, log_rr = self._calibration
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{version}.") as partial:
-            export_for_devices(model, Path(partial) / "export", beats=beat, log_rr=log_rr, class_weights=self.loss_weights)
-            os.replace(Path(partial) / "export", final)
+        if not final.is_dir():
+            self._models.export(version, weights, final)
 
     def close(self) -> None:
-        self._exports.shutdown(wait=True)
+        self._publisher.shutdown(wait=True)
+        self._models.close()
         self.store.close()

@@ -1,6 +1,7 @@
 """`fedbeat serve` with real device processes on 127.0.0.1: rounds, faults, bad payloads, tokens, TLS, influence bounds."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -31,6 +32,7 @@ from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.enrollment import enroll_tokens
 from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
+from simulation.resources import child_pids
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -107,6 +109,12 @@ def address_of(config: Path) -> str:
 def metrics(state: Path) -> list[dict]:
     path = state / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def published(state: Path, *, lines: int) -> list[dict]:
+    """metrics.jsonl once the publisher thread has written ``lines`` lines (a round's line follows its close)."""
+    wait_for(lambda: len(metrics(state)) >= lines, timeout=60)
+    return metrics(state)
 
 
 def query(state: Path, sql: str) -> list[tuple]:
@@ -266,7 +274,7 @@ def test_bad_payloads_and_tokens_are_rejected_with_a_reason_and_the_round_comple
     assert "authentication tag mismatch" in reasons["a's payload sent by b"]
     assert "replayed payload" in reasons["a's seed re-signed by b"]
     assert client_b.call("Upload", UploadRequest(payload=payload_for(b, update, manifest, "b"), examples=100)).accepted
-    log = metrics(Path(coordinator.config.state_dir))
+    log = published(Path(coordinator.config.state_dir), lines=2)
     assert log[-1]["round"] == 1 and log[-1]["reported"] == 2 and log[-1]["rejected"] == len(rejected)
     assert sum(log[-1]["rejections_by_reason"].values()) == len(rejected)
     assert set(log[-1]["rejections_by_reason"]) == {"invalid payload", "stale round", "duplicate", "replayed payload"}
@@ -399,7 +407,7 @@ def test_central_dp_clips_each_update_and_accounts_epsilon(tmp_path, federation_
         # Assert: the model moved by clip / K, not by the update's norm 1 / 2 (and example counts did not weight it)
         moved = np.linalg.norm(coordinator.store.latest_model()[1] - before)
         assert moved == pytest.approx(0.01 / 2, rel=1e-2)
-        log = metrics(Path(config.state_dir))
+        log = published(Path(config.state_dir), lines=2)
         assert log[-1]["round"] == 1 and log[-1]["epsilon"] > 0
     finally:
         server.stop(grace=0)
@@ -456,3 +464,49 @@ def test_a_slow_evaluation_of_a_closed_round_does_not_block_devices(tmp_path, fe
         assert b.status == TASK and b.round == 2 and answered < 1.0
     finally:
         coordinator.close()
+
+
+SERVING_PROCESS = """
+import json, sys, time
+from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.rounds import Coordinator
+from simulation.coordinator.server import start_server
+
+config = CoordinatorConfig(**json.loads(sys.argv[1]))
+coordinator = Coordinator(config)
+start_server(coordinator, config)
+print(json.dumps({"worker": coordinator._models.pid(), "tensorflow": sorted(m for m in sys.modules if m.startswith(("tensorflow", "keras")))}), flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_serving_process_never_imports_tensorflow_and_its_model_worker_dies_with_it(tmp_path, federation_dir):
+    # Prepare: a coordinator and its gRPC server in a process of their own
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a",)), rounds=1, clients_per_round=1,
+        dataset="mitdb", data_dir=str(federation_dir), export_tflite=True, insecure=True,
+    )
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    serving = subprocess.Popen([sys.executable, "-c", SERVING_PROCESS, json.dumps(fields)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(serving.stdout.readline())
+        # Assert: no TensorFlow module in the serving process; the model work happens in another, live process
+        assert started["tensorflow"] == []
+        assert started["worker"] != serving.pid and alive(started["worker"])
+        assert "tensorflow" in Path(f"/proc/{started['worker']}/maps").read_text()
+        spawned = child_pids(serving.pid)  # the model worker and multiprocessing's resource tracker
+        assert started["worker"] in spawned
+        # Execute: kill -9 the serving process
+        serving.send_signal(signal.SIGKILL)
+        serving.wait(timeout=10)
+        # Assert: nothing it started outlives it
+        wait_for(lambda: not any(alive(pid) for pid in spawned), timeout=10)
+    finally:
+        serving.kill()

@@ -11,7 +11,8 @@ import tensorflow_federated as tff
 from datasets.loading import load_split
 from models.beat_classifier import class_weights
 from simulation.config import SimulationConfig, load_config
-from simulation.privacy import dp_epsilon, noise_for_epsilon, noise_to_signal, private_aggregator, secure_mean_aggregator
+from simulation.accounting import dp_epsilon, noise_for_epsilon
+from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
 from simulation.runner import public_reference, synthetic_data_dir
 from simulation.tff_runtime import LocalTffRuntime

@@ -18,7 +18,7 @@ from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
 from simulation.coordinator.status_page import StatusServer, coordinator_status
 from tests.conftest import REPO_ROOT
-from tests.simulation.test_coordinator import enrolled, federation_dir, metrics, run_round  # noqa: F401  (fixture)
+from tests.simulation.test_coordinator import enrolled, federation_dir, metrics, published, run_round  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
@@ -40,6 +40,7 @@ def page(tmp_path_factory, federation_dir):  # noqa: F811
     for _ in range(2):
         run_round(coordinator, f"127.0.0.1:{port}", {t: (rng.normal(0, 1e-3, size).astype(np.float32), 300) for t in ("a", "b")})
     coordinator.store.reject(3, device_id("c"), MARKUP)
+    published(Path(config.state_dir), lines=3)
     status = StatusServer(config.status_host, config.status_port, lambda: coordinator_status(Path(config.state_dir), coordinator.store)).start()
     yield coordinator, status, f"http://{status.host}:{status.port}"
     status.stop()
