@@ -1,6 +1,6 @@
 """Coordinator under load: devices as asyncio gRPC clients in several processes, several rounds, loopback.
 
-Usage: python benchmarks/coordinator_load.py [--devices 10000] [--rounds 5] [--processes 4] [--channels 32] [--json]
+Usage: python benchmarks/coordinator_load.py [--devices 10000] [--rounds 5] [--processes 4] [--channels 32] [--server asyncio|threads] [--json]
 
 The coordinator is a real `fedbeat serve` process. Each device has its own enrolled token and,
 every round: checks in until given the task, downloads the model (architecture once, weights
@@ -9,7 +9,7 @@ update made by the device codecs and signed with its update key. Per round a dev
 honest, dropping (never uploads), late (uploads after the deadline) or garbage (random bytes).
 Devices of one process share ``--channels`` HTTP/2 connections (a phone has one of its own;
 10,000 sockets would measure the kernel, not the coordinator). Writes
-benchmarks/results/coordinator_load_<devices>.json: accepted, rejected by reason, dropped, late, round
+benchmarks/results/coordinator_load_<devices>_<server>.json: accepted, rejected by reason, dropped, late, round
 seconds, p50/p99 latency per RPC, the coordinator's RSS and SQLite size per round, and the CPU
 the coordinator and the load generator each used.
 """
@@ -197,7 +197,8 @@ def main() -> int:
     parser.add_argument("--drop", type=float, default=0.02)
     parser.add_argument("--late", type=float, default=0.01)
     parser.add_argument("--garbage", type=float, default=0.01)
-    parser.add_argument("--server-threads", type=int, default=32, help="the coordinator's gRPC worker threads")
+    parser.add_argument("--server", choices=("asyncio", "threads"), default="asyncio", help="the coordinator's gRPC server (config `server`)")
+    parser.add_argument("--server-threads", type=int, default=32, help="worker threads of the threads server")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -209,7 +210,7 @@ def main() -> int:
         config = Path(scratch) / "serve.toml"
         config.write_text(
             f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
-            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
+            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver = "{args.server}"\nserver_threads = {args.server_threads}\n"
         )
         log = Path(scratch) / "serve.log"
         server = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -255,7 +256,8 @@ def main() -> int:
             latency[method] += values
     per_round = {w["round"]: w for w in watch.rounds}
     result = {
-        "devices": args.devices, "rounds": args.rounds, "processes": args.processes, "channels_per_process": args.channels, "server_threads": args.server_threads,
+        "devices": args.devices, "rounds": args.rounds, "processes": args.processes, "channels_per_process": args.channels, "server": args.server,
+        **({"server_threads": args.server_threads} if args.server == "threads" else {}),
         "honest_accepted": outcome["honest accepted"], "honest_rejected": outcome["honest rejected"], "garbage_rejected": outcome["garbage rejected"],
         "garbage_accepted": outcome["garbage accepted"], "late_rejected": outcome["late rejected"], "dropped": outcome["dropped"],
         "retries": {k: v for k, v in outcome.items() if k.startswith("retried")}, "rejected_by_reason": dict(reasons),
@@ -267,7 +269,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if args.server_threads == 32 else f"_threads{args.server_threads}"
+    suffix = f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}"
     (RESULTS / f"coordinator_load_{args.devices}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))

@@ -13,6 +13,8 @@ from simulation.coordinator.enrollment import read_devices
 from simulation.loopback import is_loopback_host
 from simulation.privacy_config import PrivacyConfig
 
+SERVERS = ("asyncio", "threads")
+
 
 @dataclasses.dataclass(frozen=True)
 class CoordinatorConfig:
@@ -27,7 +29,9 @@ class CoordinatorConfig:
     round by a secret coin of probability q = K / devices (Poisson sampling, what the
     accountant assumes), each update is clipped to ``dp_clip`` and weighted equally, Gaussian
     noise of std z x clip is drawn from the OS CSPRNG and added to the sum, divided by K.
-    server_threads: gRPC worker threads (calls beyond them wait, up to max_concurrent_rpcs in all).
+    server: "asyncio" (grpc.aio, every call on one event loop) or "threads" (grpc's thread pool
+    of ``server_threads``; calls beyond them wait, up to max_concurrent_rpcs in all); measured
+    against each other in benchmarks/results/coordinator_load_*.json.
     checkpoint_every: accepted updates between checkpoints of the round's running sum (each
     accepted payload is kept in the store only until the next one).
     max_retry_after_s: a device with nothing to do before the round's deadline is told to check in
@@ -44,6 +48,7 @@ class CoordinatorConfig:
     tls_key: str | None = None
     insecure: bool = False
     max_concurrent_rpcs: int = 64
+    server: str = "asyncio"
     server_threads: int = 32
     rounds: int = 10
     clients_per_round: int = 8
@@ -74,6 +79,8 @@ class CoordinatorConfig:
         object.__setattr__(self, "revoked", tuple(self.revoked))
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every", "server_threads"):

@@ -6,9 +6,15 @@ call costs the server no parsing. Each method has its own request size limit (ch
 parsing), concurrent calls are bounded (RESOURCE_EXHAUSTED beyond), undecodable messages are
 INVALID_ARGUMENT, anything unexpected is logged and answered INTERNAL; the round state only
 changes inside ``Coordinator``.
+
+Two servers answer the same way (``server`` in the config): ``asyncio`` (grpc.aio, every call
+on one event loop in a thread of its own; the default, measured in
+benchmarks/results/coordinator_load_*.json) and ``threads`` (grpc's thread pool of
+``server_threads``).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -26,6 +32,7 @@ from simulation.coordinator.status_page import StatusServer, coordinator_status
 log = logging.getLogger("fedbeat.coordinator")
 _SMALL_REQUEST_BYTES = 1024  # CheckIn and Download carry a model version and a flag
 _UPLOAD_OVERHEAD = 64
+_UNAUTHENTICATED = "unknown or revoked device token"
 
 
 def request_limits(config: CoordinatorConfig) -> dict[str, int]:
@@ -33,68 +40,152 @@ def request_limits(config: CoordinatorConfig) -> dict[str, int]:
     return {"CheckIn": _SMALL_REQUEST_BYTES, "Download": _SMALL_REQUEST_BYTES, "Upload": config.max_payload_bytes + _UPLOAD_OVERHEAD}
 
 
+class CallRefused(Exception):
+    """The status code and message a call is refused with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def authenticated(coordinator: Coordinator, method: str, metadata) -> bool:
+    try:
+        coordinator.authenticate(token_from_metadata(metadata))
+        return True
+    except Unauthenticated:
+        log.warning("%s refused: %s", method, _UNAUTHENTICATED)
+        return False
+
+
+def answer(coordinator: Coordinator, method: str, limit: int, raw: bytes, metadata) -> bytes:
+    """The reply bytes of one call, or ``CallRefused``: the same for both servers."""
+    if len(raw) > limit:
+        raise CallRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method} request of {len(raw)} bytes exceeds its limit of {limit}")
+    request_type, _ = METHODS[method]
+    try:
+        device = coordinator.authenticate(token_from_metadata(metadata))
+        request = request_type.from_bytes(raw)
+        if method == "Download":
+            return coordinator.download(request.model_version, request.include_tflite)
+        if method == "CheckIn":
+            return coordinator.check_in(device).to_bytes()
+        return coordinator.upload(device, request.payload, request.examples).to_bytes()
+    except Unauthenticated as error:
+        raise CallRefused(grpc.StatusCode.UNAUTHENTICATED, str(error)) from None
+    except (ProtocolError, TypeError) as error:
+        raise CallRefused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {error}") from None
+    except KeyError as error:
+        raise CallRefused(grpc.StatusCode.NOT_FOUND, str(error)) from None
+    except Exception as error:  # noqa: BLE001 - a device must never crash the coordinator
+        log.exception("%s failed", method)
+        raise CallRefused(grpc.StatusCode.INTERNAL, type(error).__name__) from None
+
+
+# -- grpc's thread-pool server ------------------------------------------------------------
 class TokenInterceptor(grpc.ServerInterceptor):
     """Refuses a call whose metadata holds no enrolled token before its request is read or parsed."""
 
     def __init__(self, coordinator: Coordinator):
         self._coordinator = coordinator
-        self._refuse = grpc.unary_unary_rpc_method_handler(lambda _request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked device token"))
+        self._refuse = grpc.unary_unary_rpc_method_handler(lambda _request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED))
 
-    def intercept_service(self, continuation, handler_call_details):
-        try:
-            self._coordinator.authenticate(token_from_metadata(handler_call_details.invocation_metadata))
-        except Unauthenticated:
-            log.warning("%s refused: unknown or revoked device token", handler_call_details.method)
-            return self._refuse
-        return continuation(handler_call_details)
+    def intercept_service(self, continuation, details):
+        return continuation(details) if authenticated(self._coordinator, details.method, details.invocation_metadata) else self._refuse
 
 
-def _handler(coordinator: Coordinator, method: str, limit: int):
-    request_type, _ = METHODS[method]
-
+def _threaded_handler(coordinator: Coordinator, method: str, limit: int):
     def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
-        if len(raw) > limit:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method} request of {len(raw)} bytes exceeds its limit of {limit}")
         try:
-            device = coordinator.authenticate(token_from_metadata(context.invocation_metadata()))
-            request = request_type.from_bytes(raw)
-            if method == "Download":
-                return coordinator.download(request.model_version, request.include_tflite)
-            if method == "CheckIn":
-                return coordinator.check_in(device).to_bytes()
-            return coordinator.upload(device, request.payload, request.examples).to_bytes()
-        except Unauthenticated as error:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
-        except (ProtocolError, TypeError) as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {error}")
-        except KeyError as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        except Exception as error:  # noqa: BLE001 - a device must never crash the coordinator
-            log.exception("%s failed", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}")
+            return answer(coordinator, method, limit, raw, context.invocation_metadata())
+        except CallRefused as refused:
+            context.abort(refused.code, refused.message)
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[grpc.Server, int]:
+# -- grpc.aio server ----------------------------------------------------------------------
+class AsyncTokenInterceptor(grpc.aio.ServerInterceptor):
+    """``TokenInterceptor`` for the asyncio server."""
+
+    def __init__(self, coordinator: Coordinator):
+        self._coordinator = coordinator
+
+        async def refuse(_request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation, details):
+        if authenticated(self._coordinator, details.method, details.invocation_metadata):
+            return await continuation(details)
+        return self._refuse
+
+
+def _async_handler(coordinator: Coordinator, method: str, limit: int):
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return answer(coordinator, method, limit, raw, context.invocation_metadata())
+        except CallRefused as refused:
+            await context.abort(refused.code, refused.message)
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+class RunningServer:
+    """A started server of either kind: its bound port and how to stop it."""
+
+    def __init__(self, coordinator: Coordinator, config: CoordinatorConfig):
+        limits = request_limits(config)
+        options = [("grpc.max_receive_message_length", max(limits.values()))]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if config.server == "threads":
+            self._server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=min(config.server_threads, config.max_concurrent_rpcs)),
+                interceptors=[TokenInterceptor(coordinator)], options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            )
+            self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _threaded_handler(coordinator, m, limits[m]) for m in METHODS})])
+            self.port = self._bind(config)
+            self._server.start()
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
+            self._thread.start()
+            self.port = self._in_loop(self._start_async(coordinator, config, limits, options))
+
+    def _in_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _start_async(self, coordinator: Coordinator, config: CoordinatorConfig, limits: dict[str, int], options: list) -> int:
+        self._server = grpc.aio.server(interceptors=[AsyncTokenInterceptor(coordinator)], options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _async_handler(coordinator, m, limits[m]) for m in METHODS})])
+        port = self._bind(config)
+        await self._server.start()
+        return port
+
+    def _bind(self, config: CoordinatorConfig) -> int:
+        if config.tls_cert:
+            credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+            port = self._server.add_secure_port(config.address, credentials)
+        else:
+            port = self._server.add_insecure_port(config.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {config.address}")
+        return port
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._loop is None:
+            self._server.stop(grace).wait()
+            return
+        self._in_loop(self._server.stop(grace))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[RunningServer, int]:
     """Start serving; returns (server, bound port)."""
-    limits = request_limits(config)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=min(config.server_threads, config.max_concurrent_rpcs)),
-        interceptors=[TokenInterceptor(coordinator)],
-        options=[("grpc.max_receive_message_length", max(limits.values()))],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-    )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {m: _handler(coordinator, m, limits[m]) for m in METHODS})])
-    if config.tls_cert:
-        credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
-        port = server.add_secure_port(config.address, credentials)
-    else:
-        port = server.add_insecure_port(config.address)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.address}")
-    server.start()
-    return server, port
+    server = RunningServer(coordinator, config)
+    return server, server.port
 
 
 def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
@@ -104,7 +195,7 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("coordinator listening on %s (port %d, %s), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext, loopback only", config.state_dir)
+    log.info("coordinator listening on %s (port %d, %s, %s server), state in %s", config.address, port, "TLS" if config.tls_cert else "plaintext, loopback only", config.server, config.state_dir)
     status = None
     if config.status_port is not None:
         status = StatusServer(config.status_host, config.status_port, lambda: coordinator_status(Path(config.state_dir), coordinator.store)).start()
@@ -118,6 +209,6 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
     finally:
         if status is not None:
             status.stop()
-        server.stop(grace=1).wait()
+        server.stop(grace=1)
         coordinator.close()
     return result
