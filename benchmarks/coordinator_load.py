@@ -210,7 +210,8 @@ def main() -> int:
         config = Path(scratch) / "serve.toml"
         config.write_text(
             f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
-            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver = "{args.server}"\nserver_threads = {args.server_threads}\n"
+            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
+            f'server = "{args.server}"\n'
         )
         log = Path(scratch) / "serve.log"
         server = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
