@@ -22,8 +22,9 @@ import json
 import multiprocessing
 import platform
 import queue as queue_module
-import signal
 import resource
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import portpicker
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_runtime.codecs import encode  # noqa: E402
+from edge_runtime.codecs import decode, encode  # noqa: E402
 from edge_runtime.identity import bearer_metadata, update_key  # noqa: E402
 from edge_runtime.payload import Payload, pack  # noqa: E402
 from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInRequest, DownloadRequest, UploadRequest  # noqa: E402
@@ -68,6 +69,7 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
     latency = collections.defaultdict(list)
     outcome = collections.Counter()
     reasons = collections.Counter()
+    counted = {"sum": None, "devices": 0, "norms": 0.0}  # the kill round's updates the coordinator holds
 
     async def call(stub, method: str, request, token: str):
         delay = 0.2
@@ -116,9 +118,15 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
             if role == "garbage":
                 payload = rng.bytes(len(payload))
             result = await call(stub, "Upload", UploadRequest(payload=payload, examples=120), token)
-            outcome[f"{role} {'accepted' if result.accepted else 'rejected'}"] += 1
-            if not result.accepted:
+            lost_reply = not result.accepted and result.reason.startswith("duplicate")  # committed, then the kill cut the reply
+            outcome[f"{role} {'accepted' if result.accepted else 'counted, reply lost' if lost_reply else 'rejected'}"] += 1
+            if not result.accepted and not lost_reply:
                 reasons[result.reason.split(":")[0]] += 1
+            if reply.round == args["kill_round"] and (result.accepted or lost_reply):
+                decoded = decode(reply.codec, body, update.size, reply.seed).astype(np.float64)
+                counted["sum"] = decoded if counted["sum"] is None else counted["sum"] + decoded
+                counted["devices"] += 1
+                counted["norms"] += float(np.linalg.norm(decoded))
             if reply.round == args["rounds"]:
                 return  # the federation's last round: nothing more to check in for
 
@@ -131,7 +139,7 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
     await asyncio.gather(*(lifetime(i, t) for i, t in devices))
     for channel in channels:
         await channel.close()
-    return {"latency": {m: v for m, v in latency.items()}, "outcome": dict(outcome), "reasons": dict(reasons)}
+    return {"latency": {m: v for m, v in latency.items()}, "outcome": dict(outcome), "reasons": dict(reasons), "counted": counted}
 
 
 def process_main(address: str, devices: list[tuple[int, str]], args: dict, queue) -> None:
@@ -141,12 +149,14 @@ def process_main(address: str, devices: list[tuple[int, str]], args: dict, queue
 class CoordinatorWatch:
     """Samples the serving process's RSS and CPU, and its model worker's RSS (the TensorFlow
     process that evaluates and exports, model_worker.py); at each new metrics.jsonl line, notes
-    that round's peaks and the SQLite size (database + WAL)."""
+    that round's peaks and the SQLite size (database + WAL). When round ``snapshot_round``
+    closes, copies the models before and after it (retention deletes old ones later)."""
 
-    def __init__(self, pid: int, state: Path):
-        self.pid, self.state = pid, state
+    def __init__(self, pid: int, state: Path, snapshot_round: int | None = None):
+        self.pid, self.state, self.snapshot_round = pid, state, snapshot_round
         self.rounds: list[dict] = []
-        self.cpu_s = 0.0
+        self.models: dict[int, np.ndarray] = {}
+        self._cpu_before, self._cpu_now = 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -158,7 +168,7 @@ class CoordinatorWatch:
                 peak = max(peak, status_kb(self.pid, "VmRSS"))
                 worker_peak = max(worker_peak, max((status_kb(child, "VmRSS") for child in child_pids(self.pid)), default=0))
                 fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                self.cpu_s = (int(fields[11]) + int(fields[12])) / clock
+                self._cpu_now = (int(fields[11]) + int(fields[12])) / clock
             except (OSError, ValueError, IndexError):
                 pass
             metrics = self.state / "metrics.jsonl"
@@ -170,7 +180,19 @@ class CoordinatorWatch:
                     "sqlite_mb": round(size / 2**20, 2),
                 })
                 peak, worker_peak, lines = 0, 0, count
+                if self.snapshot_round is not None and count > self.snapshot_round and not self.models:
+                    with sqlite3.connect(f"file:{self.state / 'coordinator.sqlite'}?mode=ro", uri=True) as db:
+                        rows = db.execute("SELECT round, weights FROM models WHERE round IN (?, ?)", (self.snapshot_round - 1, self.snapshot_round)).fetchall()
+                    self.models = {r: np.frombuffer(w, "<f4").astype(np.float64) for r, w in rows}
             time.sleep(0.1)
+
+    @property
+    def cpu_s(self) -> float:
+        return self._cpu_before + self._cpu_now
+
+    def follow(self, pid: int) -> None:
+        """The coordinator was restarted: watch the new process, keep the CPU the old one used."""
+        self._cpu_before, self._cpu_now, self.pid = self.cpu_s, 0.0, pid
 
     def start(self) -> "CoordinatorWatch":
         self._thread.start()
@@ -186,6 +208,50 @@ def percentiles(values: list[float]) -> dict:
     return {"calls": int(array.size), "p50_s": round(float(np.percentile(array, 50)), 4), "p99_s": round(float(np.percentile(array, 99)), 4)} if array.size else {"calls": 0}
 
 
+def start_coordinator(config: Path, log: Path) -> subprocess.Popen:
+    """`fedbeat serve` (its log appended to ``log``), once it listens."""
+    listening = log.read_text(errors="replace").count("listening on") if log.is_file() else 0
+    process = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+    while log.read_text(errors="replace").count("listening on") == listening:
+        if process.poll() is not None:
+            raise RuntimeError("the coordinator did not start:\n" + log.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+    return process
+
+
+def kill_and_restart(coordinator: dict, watch: CoordinatorWatch, config: Path, log: Path, state: Path, args, killed: dict) -> None:
+    """kill -9 the coordinator ``kill_after_s`` into round ``kill_round`` (the devices of it mid-check-in,
+    mid-download and mid-upload), then start it again on the same state."""
+    metrics = state / "metrics.jsonl"
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= args.kill_round):  # round kill_round - 1 published
+        time.sleep(0.1)
+    time.sleep(args.kill_after_s)
+    with sqlite3.connect(f"file:{state / 'coordinator.sqlite'}?mode=ro", uri=True) as db:
+        killed["reports_committed_before_kill"] = db.execute("SELECT COUNT(*) FROM reports WHERE round = ?", (args.kill_round,)).fetchone()[0]
+    coordinator["process"].send_signal(signal.SIGKILL)
+    coordinator["process"].wait()
+    started = time.perf_counter()
+    coordinator["process"] = start_coordinator(config, log)
+    watch.follow(coordinator["process"].pid)
+    killed["restart_s"] = round(time.perf_counter() - started, 1)
+
+
+def kill_check(round_index: int, killed: dict, parts: list[dict], watch: CoordinatorWatch, records: list[dict]) -> dict:
+    """Is every upload the coordinator acknowledged in the killed round (and every one it committed
+    before the kill cut the reply) in that round's applied mean, and nothing else? Compares the
+    model step (server learning rate 1, equal weights) with the mean of those updates as decoded."""
+    total = sum(part["counted"]["sum"] for part in parts if part["counted"]["devices"])
+    devices = sum(part["counted"]["devices"] for part in parts)
+    step = watch.models[round_index] - watch.models[round_index - 1]
+    residual = float(np.linalg.norm(step - total / devices))
+    one_update = sum(part["counted"]["norms"] for part in parts) / devices / devices  # what leaving out one update would move the mean by
+    reported = next(r["reported"] for r in records if r["round"] == round_index)
+    return {
+        **killed, "round": round_index, "acknowledged_or_committed": devices, "reported_in_round_record": reported,
+        "step_residual_norm": residual, "one_update_effect_norm": one_update, "every_acknowledged_upload_counted_once": reported == devices and residual < one_update / 2,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -199,9 +265,14 @@ def main() -> int:
     parser.add_argument("--garbage", type=float, default=0.01)
     parser.add_argument("--server", choices=("asyncio", "threads"), default="asyncio", help="the coordinator's gRPC server (config `server`)")
     parser.add_argument("--server-threads", type=int, default=32, help="worker threads of the threads server")
+    parser.add_argument("--pace-steering-s", type=float, default=2.0, help="the coordinator's pace_steering_s")
+    parser.add_argument("--kill-round", type=int, default=None, help="kill -9 the coordinator in this round, restart it, and check its sum")
+    parser.add_argument("--kill-after-s", type=float, default=15.0, help="seconds into --kill-round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.kill_round is not None and not 2 <= args.kill_round <= args.rounds:
+        parser.error("--kill-round must be in [2, rounds]: its sum is checked against the round before (equal weights from round 2 on)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` too stops the coordinator in `finally`
     with tempfile.TemporaryDirectory() as scratch:
         address = f"127.0.0.1:{portpicker.pick_unused_port()}"
@@ -211,19 +282,20 @@ def main() -> int:
         config.write_text(
             f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
             f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
-            f'server = "{args.server}"\n'
+            f'server = "{args.server}"\npace_steering_s = {args.pace_steering_s}\n'
         )
         log = Path(scratch) / "serve.log"
-        server = subprocess.Popen([str(Path(sys.executable).with_name("fedbeat")), "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        coordinator = {"process": start_coordinator(config, log)}
+        killed: dict = {}
         try:
-            while "listening on" not in log.read_text(errors="replace"):
-                if server.poll() is not None:
-                    print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-            idle_mb = round(status_kb(server.pid, "VmRSS") / 1024, 1)
-            watch = CoordinatorWatch(server.pid, state).start()
-            shared = {"rounds": args.rounds, "channels": args.channels, "compute_s": args.compute_s, "seed": args.seed, "rates": {"drop": args.drop, "late": args.late, "garbage": args.garbage}}
+            idle_mb = round(status_kb(coordinator["process"].pid, "VmRSS") / 1024, 1)
+            watch = CoordinatorWatch(coordinator["process"].pid, state, args.kill_round).start()
+            if args.kill_round is not None:
+                threading.Thread(target=kill_and_restart, args=(coordinator, watch, config, log, state, args, killed), daemon=True).start()
+            shared = {
+                "rounds": args.rounds, "channels": args.channels, "compute_s": args.compute_s, "seed": args.seed, "kill_round": args.kill_round,
+                "rates": {"drop": args.drop, "late": args.late, "garbage": args.garbage},
+            }
             numbered = list(enumerate(tokens))
             context = multiprocessing.get_context("spawn")
             queue = context.Queue()
@@ -241,10 +313,10 @@ def main() -> int:
             for worker in workers:
                 worker.join()
             wall = time.perf_counter() - started
-            server.wait(timeout=300)
+            coordinator["process"].wait(timeout=300)
             watch.stop()
         finally:
-            server.kill()
+            coordinator["process"].kill()
             for worker in workers if "workers" in locals() else []:
                 worker.kill()
         records = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
@@ -265,12 +337,13 @@ def main() -> int:
         "latency": {method: percentiles(values) for method, values in sorted(latency.items())},
         "per_round": [{"round": r["round"], "reported": r.get("reported"), "dropped": r.get("dropped"), "rejected": r.get("rejected"), "late": r.get("late"),
                        "seconds": r.get("seconds"), **{k: v for k, v in per_round.get(r["round"], {}).items() if k != "round"}} for r in records],
+        "pace_steering_s": args.pace_steering_s, **({"kill": kill_check(args.kill_round, killed, parts, watch, records)} if args.kill_round else {}),
         "coordinator_idle_rss_mb": idle_mb, "coordinator_cpu_s": round(watch.cpu_s, 1),
         "load_generator_cpu_s": round(children.ru_utime + children.ru_stime - watch.cpu_s, 1), "wall_s": round(wall, 1),
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    suffix = f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}"
+    suffix = (f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}") + (f"_kill{args.kill_round}" if args.kill_round else "")
     (RESULTS / f"coordinator_load_{args.devices}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
@@ -278,7 +351,8 @@ def main() -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "per_round"}, indent=1))
         for row in result["per_round"]:
             print(row)
-    return 0 if result["honest_rejected"] == 0 and result["garbage_accepted"] == 0 else 1
+    kill_ok = result["kill"]["every_acknowledged_upload_counted_once"] if args.kill_round else True
+    return 0 if result["honest_rejected"] == 0 and result["garbage_accepted"] == 0 and kill_ok else 1
 
 
 if __name__ == "__main__":

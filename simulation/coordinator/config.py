@@ -36,6 +36,9 @@ class CoordinatorConfig:
     accepted payload is kept in the store only until the next one).
     max_retry_after_s: a device with nothing to do before the round's deadline is told to check in
     again then, but no later than this (a round that fills early starts the next one sooner).
+    pace_steering_s: and a uniformly drawn delay of up to this is added, so that the devices of
+    a round do not all come back the same instant for the next (pace steering, Bonawitz et al.
+    2019: a round's opening is not a thundering herd).
     status_port: the read-only status page (status_page.py), off unless set (0 picks a free
     port); it binds status_host, loopback unless configured otherwise.
     """
@@ -74,6 +77,7 @@ class CoordinatorConfig:
     status_host: str = "127.0.0.1"
     checkpoint_every: int = 64
     max_retry_after_s: float = 5.0
+    pace_steering_s: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "revoked", tuple(self.revoked))
@@ -89,6 +93,8 @@ class CoordinatorConfig:
         for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate", "max_retry_after_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.pace_steering_s <= self.deadline_s:
+            raise ValueError(f"pace_steering_s must be in [0, deadline_s], got {self.pace_steering_s}")
         if self.status_port is not None and not 0 <= self.status_port <= 65535:
             raise ValueError(f"status_port must be 0-65535, got {self.status_port}")
         if self.dp_noise_multiplier is not None:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import secrets
 import threading
 import time
@@ -206,8 +207,9 @@ class Coordinator:
             selected, reported = open_round.selected, open_round.reported
             closed_to_newcomers = self._private or len(selected) >= self._policy.invited  # DP: only the coin's choice
             if device in reported or (device not in selected and closed_to_newcomers):
-                # nothing for this device before the round ends: come back then, not twice a second
-                return CheckInReply(status=WAIT, retry_after_s=min(max(0.5, deadline - time.time()), self.config.max_retry_after_s))
+                # nothing for this device before the round ends: come back then (spread out), not twice a second
+                wait = min(max(0.5, deadline - time.time()), self.config.max_retry_after_s) + random.uniform(0, self.config.pace_steering_s)
+                return CheckInReply(status=WAIT, retry_after_s=wait)
             self.store.select(round_index, device)
             selected.add(device)
             return CheckInReply(

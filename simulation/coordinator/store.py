@@ -139,6 +139,7 @@ class CoordinatorStore:
                 "DELETE FROM models WHERE round > 0 AND version NOT IN (SELECT version FROM models ORDER BY round DESC, created DESC LIMIT ?)", (KEEP_MODELS,))
             if next_round is not None:
                 self._insert_round(next_round)
+        self._run("PRAGMA wal_checkpoint(TRUNCATE)")  # the closed round's rows leave the WAL too: the files hold only live state
         return True
 
     def closed_records(self) -> list[dict]:
