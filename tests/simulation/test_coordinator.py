@@ -26,7 +26,7 @@ from edge_runtime.codecs import encode
 from edge_runtime.identity import bearer_metadata, device_id, update_key
 from edge_runtime.join import CoordinatorClient, JoinError
 from edge_runtime.payload import Payload, pack
-from edge_runtime.protocol import SERVICE, TASK, CheckInReply, CheckInRequest, UploadRequest
+from edge_runtime.protocol import SERVICE, TASK, WAIT, CheckInReply, CheckInRequest, UploadRequest
 from simulation.coordinator.certificates import self_signed_certificate
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.enrollment import enroll_tokens
@@ -203,13 +203,13 @@ def test_killed_devices_and_a_killed_coordinator_lose_no_round(tmp_path, federat
         assert device.wait(timeout=60) == 0
 
 
-@pytest.fixture()
-def live_coordinator(tmp_path, federation_dir):
-    """An in-process coordinator (K=2, small payload limit) and its address."""
+@pytest.fixture(params=["asyncio", "threads"])
+def live_coordinator(request, tmp_path, federation_dir):
+    """An in-process coordinator (K=2, small payload limit) and its address, on either gRPC server."""
     config = CoordinatorConfig(
         address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a", "b", "c", "revoked")), revoked=(device_id("revoked"),),
         rounds=1, clients_per_round=2, overselect=1.5, codec="fp16", max_payload_bytes=30_000, dataset="mitdb", data_dir=str(federation_dir),
-        export_tflite=False, insecure=True,
+        export_tflite=False, insecure=True, server=request.param,
     )
     coordinator = Coordinator(config)
     server, port = start_server(coordinator, config)
@@ -510,3 +510,25 @@ def test_the_serving_process_never_imports_tensorflow_and_its_model_worker_dies_
         wait_for(lambda: not any(alive(pid) for pid in spawned), timeout=10)
     finally:
         serving.kill()
+
+
+def test_devices_told_to_wait_come_back_after_the_deadline_spread_out(tmp_path, federation_dir):
+    # Prepare: K = 2 of 12 devices, deadline 30 s, pace steering over 4 s
+    tokens = [f"d{i}" for i in range(12)]
+    config = CoordinatorConfig(
+        address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, tokens), rounds=1, clients_per_round=2,
+        overselect=1.0, deadline_s=30.0, max_retry_after_s=30.0, pace_steering_s=4.0, dataset="mitdb", data_dir=str(federation_dir),
+        export_tflite=False, insecure=True,
+    )
+    coordinator = Coordinator(config)
+    try:
+        # Execute: every device checks in; the first two get the task
+        replies = [coordinator.check_in(device_id(token)) for token in tokens]
+        deadline_in = coordinator.store.current_round()[2] - time.time()
+    finally:
+        coordinator.close()
+    # Assert: the other ten are told to come back after the deadline, at instants spread over the pace-steering window
+    waits = np.array([r.retry_after_s for r in replies[2:]])
+    assert [r.status for r in replies[:2]] == [TASK, TASK] and all(r.status == WAIT for r in replies[2:])
+    assert np.all(waits >= deadline_in - 0.5) and np.all(waits <= deadline_in + 4.5)
+    assert waits.max() - waits.min() > 1.0
