@@ -141,7 +141,16 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
         except ConnectionError:
             outcome["gave up: coordinator gone"] += 1  # e.g. a late upload after the last round, once the coordinator exited
 
+    async def loop_lag(every: float = 0.05) -> None:
+        """How late this process's event loop wakes up: the part of a measured latency that is the load generator's own."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(every)
+            latency["load generator loop lag"].append(time.perf_counter() - started - every)
+
+    lag = asyncio.create_task(loop_lag())
     await asyncio.gather(*(lifetime(i, t) for i, t in devices))
+    lag.cancel()
     for channel in channels:
         await channel.close()
     return {"latency": {m: v for m, v in latency.items()}, "outcome": dict(outcome), "reasons": dict(reasons), "counted": counted}

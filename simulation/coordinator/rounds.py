@@ -110,6 +110,7 @@ class Coordinator:
             self._models.close()
             raise
         self.manifest = setup.manifest
+        self._manifest_json = json.dumps(self.manifest)
         self.tflite = setup.tflite
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
         self._round_started = time.time()
@@ -216,7 +217,7 @@ class Coordinator:
                 status=TASK, round=round_index, model_version=version, weights_sha256=self._weights_sha256(version),
                 tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
                 learning_rate=self.config.client_learning_rate, deadline_s=max(0.0, deadline - time.time()),
-                seed=self._seed(round_index, device), manifest_json=json.dumps(self.manifest),
+                seed=self._seed(round_index, device), manifest_json=self._manifest_json,
             )
 
     @functools.lru_cache(maxsize=8)
