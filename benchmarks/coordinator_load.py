@@ -97,8 +97,11 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
             reply = await call(stub, "CheckIn", CheckInRequest(model_version=version), token)
             if reply.status == DONE:
                 return
-            if reply.status != TASK or reply.round in done:
+            if reply.status != TASK:
                 await asyncio.sleep(max(reply.retry_after_s, 0.2) * (1 + 0.1 * rng.random()))
+                continue
+            if reply.round in done:  # this round's task again (it dropped out, or reported): back after the deadline
+                await asyncio.sleep(reply.deadline_s + rng.uniform(0.2, 2.0))
                 continue
             done.add(reply.round)
             if reply.model_version != version:
