@@ -73,13 +73,15 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
     reasons = collections.Counter()
     counted = {"sum": None, "devices": 0, "norms": 0.0}  # the kill round's updates the coordinator holds
 
-    async def call(stub, method: str, request, token: str):
+    async def call(stub, method: str, request, token: str, round_index: int | None = None):
         delay = 0.2
         for _ in range(12):
             started = time.perf_counter()
             try:
                 raw = await stub[method](request.to_bytes(), metadata=bearer_metadata(token), timeout=60)
                 latency[method].append(time.perf_counter() - started)
+                if round_index is not None:
+                    latency[f"{method} in round {round_index}"].append(latency[method][-1])
                 return METHODS[method][1].from_bytes(raw)
             except grpc.aio.AioRpcError as error:
                 if error.code().name not in TRANSIENT:
@@ -93,6 +95,7 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
         stub = stubs[index % len(stubs)]
         rng = np.random.default_rng([args["seed"], index])
         version, have_tflite, done = "", False, set()
+        await asyncio.sleep(rng.uniform(0, args["arrival_s"]))  # devices come online over the first seconds, not all at once
         while True:
             reply = await call(stub, "CheckIn", CheckInRequest(model_version=version), token)
             if reply.status == DONE:
@@ -125,7 +128,7 @@ async def run_devices(address: str, devices: list[tuple[int, str]], args: dict) 
             payload = pack(Payload(reply.codec, reply.round, reply.model_version, manifest["layout_hash"], reply.seed, update.size, body), update_key(token))
             if role == "garbage":
                 payload = rng.bytes(len(payload))
-            result = await call(stub, "Upload", UploadRequest(payload=payload, examples=120), token)
+            result = await call(stub, "Upload", UploadRequest(payload=payload, examples=120), token, reply.round)
             lost_reply = not result.accepted and result.reason.startswith("duplicate")  # committed, then the kill cut the reply
             outcome[f"{role} {'accepted' if result.accepted else 'counted, reply lost' if lost_reply else 'rejected'}"] += 1
             if not result.accepted and not lost_reply:
@@ -282,6 +285,7 @@ def main() -> int:
     parser.add_argument("--garbage", type=float, default=0.01)
     parser.add_argument("--server", choices=("asyncio", "threads"), default="asyncio", help="the coordinator's gRPC server (config `server`)")
     parser.add_argument("--server-threads", type=int, default=32, help="worker threads of the threads server")
+    parser.add_argument("--arrival-s", type=float, default=10.0, help="devices first check in at a time drawn uniformly in [0, this]")
     parser.add_argument("--pace-steering-s", type=float, default=2.0, help="the coordinator's pace_steering_s")
     parser.add_argument("--kill-round", type=int, default=None, help="kill -9 the coordinator in this round, restart it, and check its sum")
     parser.add_argument("--kill-after-s", type=float, default=15.0, help="seconds into --kill-round")
@@ -310,7 +314,7 @@ def main() -> int:
             if args.kill_round is not None:
                 threading.Thread(target=kill_and_restart, args=(coordinator, watch, config, log, state, args, killed), daemon=True).start()
             shared = {
-                "rounds": args.rounds, "channels": args.channels, "compute_s": args.compute_s, "seed": args.seed, "kill_round": args.kill_round,
+                "rounds": args.rounds, "channels": args.channels, "compute_s": args.compute_s, "arrival_s": args.arrival_s, "seed": args.seed, "kill_round": args.kill_round,
                 "rates": {"drop": args.drop, "late": args.late, "garbage": args.garbage},
             }
             numbered = list(enumerate(tokens))
@@ -355,7 +359,7 @@ def main() -> int:
         "latency": {method: percentiles(values) for method, values in sorted(latency.items())},
         "per_round": [{"round": r["round"], "reported": r.get("reported"), "dropped": r.get("dropped"), "rejected": r.get("rejected"), "late": r.get("late"),
                        "seconds": r.get("seconds"), **{k: v for k, v in per_round.get(r["round"], {}).items() if k != "round"}} for r in records],
-        "pace_steering_s": args.pace_steering_s, **({"kill": kill_check(args.kill_round, killed, parts, watch, records)} if args.kill_round else {}),
+        "arrival_s": args.arrival_s, "pace_steering_s": args.pace_steering_s, **({"kill": kill_check(args.kill_round, killed, parts, watch, records)} if args.kill_round else {}),
         "coordinator_idle_rss_mb": idle_mb, "coordinator_cpu_s": round(watch.cpu_s, 1),
         "load_generator_cpu_s": round(children.ru_utime + children.ru_stime - watch.cpu_s, 1), "wall_s": round(wall, 1),
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
