@@ -355,6 +355,7 @@ def main() -> int:
         "honest_accepted": outcome["honest accepted"], "honest_rejected": outcome["honest rejected"], "garbage_rejected": outcome["garbage rejected"],
         "garbage_accepted": outcome["garbage accepted"], "late_rejected": outcome["late rejected"], "dropped": outcome["dropped"],
         "short_of_time": {k.split(" ", 3)[-1]: v for k, v in outcome.items() if k.startswith("short of time")},
+        "counted_reply_lost": sum(v for k, v in outcome.items() if k.endswith("counted, reply lost")),
         "retries": {k: v for k, v in outcome.items() if k.startswith("retried")}, "rejected_by_reason": dict(reasons),
         "latency": {method: percentiles(values) for method, values in sorted(latency.items())},
         "per_round": [{"round": r["round"], "reported": r.get("reported"), "dropped": r.get("dropped"), "rejected": r.get("rejected"), "late": r.get("late"),
