@@ -192,8 +192,9 @@ def start_server(coordinator: Coordinator, config: CoordinatorConfig) -> tuple[R
     return server, server.port
 
 
-def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
-    """Run rounds until ``config.rounds`` are closed (then give devices ``grace_s`` to hear DONE)."""
+def serve(config: CoordinatorConfig) -> dict:
+    """Run rounds until ``config.rounds`` are closed, then answer DONE as long as a device told to
+    wait may take to come back (``max_retry_after_s`` plus the pace-steering delay)."""
     coordinator = Coordinator(config)
     server, port = start_server(coordinator, config)
     stop = threading.Event()
@@ -208,7 +209,7 @@ def serve(config: CoordinatorConfig, *, grace_s: float = 5.0) -> dict:
         while not stop.is_set() and not coordinator.finished:
             coordinator.tick()
             stop.wait(0.2)
-        stop.wait(grace_s if coordinator.finished else 0)
+        stop.wait(config.max_retry_after_s + config.pace_steering_s + 1.0 if coordinator.finished else 0)
         result = {"finished": coordinator.finished, "rounds": coordinator.store.last_round(), "state_dir": config.state_dir}
     finally:
         if status is not None:
