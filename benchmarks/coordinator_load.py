@@ -181,12 +181,15 @@ class CoordinatorWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        peak, worker_peak, lines = 0, 0, 0
+        peak, worker_peak, lines, children, watched = 0, 0, 0, [], self.pid
         clock = float(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout or 100)
         while not self._stop.is_set():
+            if watched != self.pid:  # restarted (follow): its model worker is a new process
+                children, watched = [], self.pid
             try:
                 peak = max(peak, status_kb(self.pid, "VmRSS"))
-                worker_peak = max(worker_peak, max((status_kb(child, "VmRSS") for child in child_pids(self.pid)), default=0))
+                children = children or child_pids(self.pid)  # looked up once per coordinator process, not every sample
+                worker_peak = max(worker_peak, max((status_kb(child, "VmRSS") for child in children), default=0))
                 fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 self._cpu_now = (int(fields[11]) + int(fields[12])) / clock
             except (OSError, ValueError, IndexError):

@@ -59,9 +59,8 @@ class ModelWorker:
         """Device TFLite files of ``weights`` at ``final`` (written aside, then renamed)."""
         self._pool.submit(_call, "export", version, weights, final).result()
 
-    def pid(self) -> int | None:
-        processes = list(getattr(self._pool, "_processes", {}) or {})
-        return processes[0] if processes else None
+    def pid(self) -> int:
+        return self._pool.submit(os.getpid).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
