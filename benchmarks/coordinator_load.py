@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import multiprocessing
 import platform
@@ -167,31 +168,35 @@ def process_main(address: str, devices: list[tuple[int, str]], args: dict, queue
 
 
 class CoordinatorWatch:
-    """Samples the serving process's RSS and CPU, and its model worker's RSS (the TensorFlow
-    process that evaluates and exports, model_worker.py); at each new metrics.jsonl line, notes
-    that round's peaks and the SQLite size (database + WAL). When round ``snapshot_round``
-    closes, copies the models before and after it (retention deletes old ones later)."""
+    """Samples the serving process's RSS and CPU, and the RSS of the processes it started (the
+    evaluator and any TensorFlow job, model_worker.py; listed once a second); at each new
+    metrics.jsonl line, notes that round's peaks (serving, model processes, and all of them at one
+    instant) and the SQLite size (database + WAL). When round ``snapshot_round`` closes, copies the
+    models before and after it (retention deletes old ones later)."""
 
     def __init__(self, pid: int, state: Path, snapshot_round: int | None = None):
         self.pid, self.state, self.snapshot_round = pid, state, snapshot_round
         self.rounds: list[dict] = []
         self.models: dict[int, np.ndarray] = {}
         self._cpu_before, self._cpu_now = 0.0, 0.0
+        self.model_cpu_s: dict[int, float] = {}  # per model process: the CPU seconds last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        peak, worker_peak, lines, children, watched = 0, 0, 0, [], self.pid
+        peak, children_peak, total_peak, lines, children, listed = 0, 0, 0, 0, [], 0.0
         clock = float(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout or 100)
         while not self._stop.is_set():
-            if watched != self.pid:  # restarted (follow): its model worker is a new process
-                children, watched = [], self.pid
+            if time.monotonic() - listed > 1.0:  # pgrep once a second, not at every sample beside the load it measures
+                children, listed = child_pids(self.pid), time.monotonic()
             try:
-                peak = max(peak, status_kb(self.pid, "VmRSS"))
-                children = children or child_pids(self.pid)  # looked up once per coordinator process, not every sample
-                worker_peak = max(worker_peak, max((status_kb(child, "VmRSS") for child in children), default=0))
-                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                self._cpu_now = (int(fields[11]) + int(fields[12])) / clock
+                serving = status_kb(self.pid, "VmRSS")
+                model = sum(status_kb(child, "VmRSS") for child in children)
+                peak, children_peak, total_peak = max(peak, serving), max(children_peak, model), max(total_peak, serving + model)
+                self._cpu_now = cpu_seconds(self.pid, clock)
+                for child in children:
+                    with contextlib.suppress(OSError, ValueError, IndexError):  # a TensorFlow job that has just exited
+                        self.model_cpu_s[child] = cpu_seconds(child, clock)
             except (OSError, ValueError, IndexError):
                 pass
             metrics = self.state / "metrics.jsonl"
@@ -199,10 +204,10 @@ class CoordinatorWatch:
             if count > lines:
                 size = sum(p.stat().st_size for p in self.state.glob("coordinator.sqlite*"))
                 self.rounds.append({
-                    "round": count - 1, "coordinator_peak_rss_mb": round(peak / 1024, 1), "model_worker_peak_rss_mb": round(worker_peak / 1024, 1),
-                    "sqlite_mb": round(size / 2**20, 2),
+                    "round": count - 1, "coordinator_peak_rss_mb": round(total_peak / 1024, 1), "serving_peak_rss_mb": round(peak / 1024, 1),
+                    "model_processes_peak_rss_mb": round(children_peak / 1024, 1), "sqlite_mb": round(size / 2**20, 2),
                 })
-                peak, worker_peak, lines = 0, 0, count
+                peak, children_peak, total_peak, lines = 0, 0, 0, count
                 if self.snapshot_round is not None and count > self.snapshot_round and not self.models:
                     with sqlite3.connect(f"file:{self.state / 'coordinator.sqlite'}?mode=ro", uri=True) as db:
                         rows = db.execute("SELECT round, weights FROM models WHERE round IN (?, ?)", (self.snapshot_round - 1, self.snapshot_round)).fetchall()
@@ -224,6 +229,12 @@ class CoordinatorWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_seconds(pid: int, clock: float) -> float:
+    """User + system CPU of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / clock
 
 
 def percentiles(values: list[float]) -> dict:
@@ -292,6 +303,7 @@ def main() -> int:
     parser.add_argument("--pace-steering-s", type=float, default=2.0, help="the coordinator's pace_steering_s")
     parser.add_argument("--kill-round", type=int, default=None, help="kill -9 the coordinator in this round, restart it, and check its sum")
     parser.add_argument("--kill-after-s", type=float, default=15.0, help="seconds into --kill-round")
+    parser.add_argument("--export", action="store_true", help="export TFLite for devices after every round (a TensorFlow job each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -305,14 +317,14 @@ def main() -> int:
         config = Path(scratch) / "serve.toml"
         config.write_text(
             f'address = "{address}"\nstate_dir = "{state}"\ndevices_file = "{scratch}/devices.txt"\ninsecure = true\nrounds = {args.rounds}\n'
-            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = false\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
+            f"clients_per_round = {args.devices}\noverselect = 1.0\ndeadline_s = {args.deadline_s}\nexport_tflite = {str(args.export).lower()}\nmax_concurrent_rpcs = 4096\nmax_retry_after_s = {args.deadline_s}\nserver_threads = {args.server_threads}\n"
             f'server = "{args.server}"\npace_steering_s = {args.pace_steering_s}\n'
         )
         log = Path(scratch) / "serve.log"
         coordinator = {"process": start_coordinator(config, log)}
         killed: dict = {}
         try:
-            idle_mb = round(status_kb(coordinator["process"].pid, "VmRSS") / 1024, 1)
+            idle_mb = round(sum(status_kb(pid, "VmRSS") for pid in (coordinator["process"].pid, *child_pids(coordinator["process"].pid))) / 1024, 1)
             watch = CoordinatorWatch(coordinator["process"].pid, state, args.kill_round).start()
             if args.kill_round is not None:
                 threading.Thread(target=kill_and_restart, args=(coordinator, watch, config, log, state, args, killed), daemon=True).start()
@@ -364,12 +376,12 @@ def main() -> int:
         "per_round": [{"round": r["round"], "reported": r.get("reported"), "dropped": r.get("dropped"), "rejected": r.get("rejected"), "late": r.get("late"),
                        "seconds": r.get("seconds"), **{k: v for k, v in per_round.get(r["round"], {}).items() if k != "round"}} for r in records],
         "arrival_s": args.arrival_s, "pace_steering_s": args.pace_steering_s, **({"kill": kill_check(args.kill_round, killed, parts, watch, records)} if args.kill_round else {}),
-        "coordinator_idle_rss_mb": idle_mb, "coordinator_cpu_s": round(watch.cpu_s, 1),
-        "load_generator_cpu_s": round(children.ru_utime + children.ru_stime - watch.cpu_s, 1), "wall_s": round(wall, 1),
+        "coordinator_idle_rss_mb": idle_mb, "coordinator_cpu_s": round(watch.cpu_s, 1), "model_processes_cpu_s": round(sum(watch.model_cpu_s.values()), 1),
+        "load_generator_cpu_s": round(children.ru_utime + children.ru_stime - watch.cpu_s - sum(watch.model_cpu_s.values()), 1), "wall_s": round(wall, 1),
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    suffix = (f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}") + (f"_kill{args.kill_round}" if args.kill_round else "")
+    suffix = (f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}") + (f"_kill{args.kill_round}" if args.kill_round else "") + ("_export" if args.export else "")
     (RESULTS / f"coordinator_load_{args.devices}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))

@@ -65,14 +65,20 @@ def _fp16_decode(body: bytes, length: int, seed: int) -> np.ndarray:
     return np.frombuffer(body, dtype="<f2").astype(np.float32)
 
 
+def stochastic_levels(x: np.ndarray, *, low: float, span: float, levels: int, seed: int) -> np.ndarray:
+    """int64[n] in [0, levels]: x in [low, low + span] mapped onto ``levels`` steps, rounded up
+    with probability equal to the remainder (dither from ``seed``), so the expectation is exact."""
+    scaled = (x.astype(np.float64) - low) / span * levels
+    return np.clip(np.floor(scaled + counter_uniform(seed, DITHER_STREAM, x.size)), 0, levels).astype(np.int64)
+
+
 def _uniform_encode(bits: int):
     levels = 2**bits - 1
 
     def encode(x: np.ndarray, seed: int) -> bytes:
         low, high = float(x.min()), float(x.max())
         span = high - low if high > low else 1.0
-        scaled = (x.astype(np.float64) - low) / span * levels
-        q = np.minimum(np.floor(scaled + counter_uniform(seed, DITHER_STREAM, x.size)), levels).astype(np.uint8)
+        q = stochastic_levels(x, low=low, span=span, levels=levels, seed=seed).astype(np.uint8)
         if bits == 4:
             q = np.pad(q, (0, q.size % 2))
             q = (q[0::2] | (q[1::2] << 4)).astype(np.uint8)

@@ -36,7 +36,7 @@ def _median_ms(step, repeats: int) -> float:
 
 
 def benchmark_edge(train: BeatTable, *, batch_size: int = 32, repeats: int = 50) -> dict:
-    from simulation.runner import model_inputs
+    from simulation.beat_data import model_inputs
 
     weights = class_weights(train.labels)
     model = build_beat_classifier(seed=0)

@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from simulation.config import SimulationConfig
-from simulation.runner import evaluate, model_inputs, model_sha256, prepare_data
+from simulation.beat_data import model_inputs
+from simulation.runner import evaluate, model_sha256, prepare_data
 
 
 def run_centralized(config: SimulationConfig, *, progress: bool = True) -> dict:

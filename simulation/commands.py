@@ -123,7 +123,7 @@ def run_export(args: argparse.Namespace) -> int:
     config = load_config(None, {"dataset": args.dataset, "data_dir": args.data_dir})
     from models.beat_classifier import WeightedCrossEntropy, class_weights
     from models.export import export_for_devices
-    from simulation.runner import data_directory, model_inputs
+    from simulation.beat_data import data_directory, model_inputs
 
     import tensorflow as tf
 
@@ -218,7 +218,7 @@ def run_bench_personalize(args: argparse.Namespace) -> int:
 def run_bench_edge(args: argparse.Namespace) -> int:
     config = load_config(None, {"dataset": args.dataset, "data_dir": args.data_dir})
     from models.edge_benchmark import benchmark_edge
-    from simulation.runner import data_directory
+    from simulation.beat_data import data_directory
 
     result = benchmark_edge(load_split(data_directory(config), "DS1", progress=False))
     if _print_scalars(result, args.json, nested="codecs"):

@@ -20,11 +20,8 @@ import tensorflow_federated as tff
 from tqdm import tqdm
 
 from datasets.beat_table import BeatTable
-from datasets.loading import cache_root, load_people, load_split
+from datasets.loading import load_people, load_split
 from datasets.partition import ClientPopulation, partition, population_summary
-from datasets.splits import resolve_data_dir
-from datasets.synthetic import write_synthetic_dataset
-from edge_runtime.beats import rr_model_input
 from edge_runtime.codecs import encode
 from edge_runtime.payload import Payload, pack
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
@@ -32,6 +29,7 @@ from models.edge_trainable import weight_layout
 from simulation.accounting import ACCOUNTANT, dp_epsilon, noise_for_epsilon
 from simulation.algorithms import build_fedadam, build_fedavg, server_optimizer
 from simulation.availability import AvailabilityModel
+from simulation.beat_data import data_directory, model_inputs, public_reference
 from simulation.compression import CompressedMeanFactory
 from simulation.config import ConfigError, SimulationConfig
 from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_aggregator
@@ -47,37 +45,11 @@ from simulation.vectorised import build_vectorised_process
 CHECKPOINT = "checkpoint.npz"
 
 
-def synthetic_data_dir(config: SimulationConfig) -> Path:
-    """The embedded synthetic dataset, generated once per (subjects, minutes, seed) into the cache."""
-    directory = cache_root() / f"synthetic-n{config.synthetic_subjects}-m{config.synthetic_minutes:g}-s{config.seed}"
-    if not (directory / "RECORDS").is_file():
-        write_synthetic_dataset(directory, subjects=config.synthetic_subjects, minutes=config.synthetic_minutes, seed=config.seed)
-    return directory
-
-
-def data_directory(config: SimulationConfig) -> Path:
-    return synthetic_data_dir(config) if config.dataset == "synthetic" else resolve_data_dir(config.data_dir)
-
-
-PUBLIC_REFERENCE_SEED = 0x9B11C  # a synthetic population of its own, not a run's training people
-
-
-def public_reference() -> BeatTable:
-    """Beats no client contributed (synthetic people generated on the server), for what the server
-    must fix without reading clients' data under DP: class weights and int8 calibration."""
-    return load_split(synthetic_data_dir(SimulationConfig(seed=PUBLIC_REFERENCE_SEED)), "DS1", progress=False)
-
-
 def server_class_weights(config: SimulationConfig, train: BeatTable) -> np.ndarray:
     """Loss weights from the pooled training labels, or under DP from public data: pooled labels
     are client data a real server never sees, and un-noised they would leave through the summary."""
     labels = public_reference().labels if config.differential_privacy else train.labels
     return class_weights(labels, power=config.class_weight_power)
-
-
-def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """(beat float32[n, window, 2], log_rr float32[n, 8]) for the selected beats."""
-    return table.windows[index], rr_model_input(table.rr[index])
 
 
 def client_dataset(table: BeatTable, beats: np.ndarray, order: np.ndarray, *, batch_size: int) -> tf.data.Dataset:

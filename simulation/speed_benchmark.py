@@ -20,7 +20,8 @@ from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, 
 from simulation.config import SimulationConfig
 from simulation.kernels import platform_summary
 from simulation.resources import rss_mb
-from simulation.runner import build_process, model_inputs, prepare_data, round_data
+from simulation.beat_data import model_inputs
+from simulation.runner import build_process, prepare_data, round_data
 from simulation.shards import local_orders
 from simulation.tff_runtime import LocalTffRuntime
 

@@ -65,7 +65,7 @@ def exported(synthetic_dir, tmp_path_factory):
     from datasets.loading import load_split
     from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
     from models.export import export_for_devices
-    from simulation.runner import model_inputs
+    from simulation.beat_data import model_inputs
 
     train = load_split(synthetic_dir, "DS1")
     beat, log_rr = model_inputs(train)

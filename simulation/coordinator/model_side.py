@@ -1,4 +1,4 @@
-"""The TensorFlow half of the coordinator, imported only in its model worker process (model_worker.py)."""
+"""The TensorFlow half of the coordinator, imported only in its short-lived TensorFlow processes (model_worker.py)."""
 from __future__ import annotations
 
 import os
@@ -8,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from datasets.loading import load_split
 from edge_runtime.manifest import layout_hash
 from models.beat_classifier import build_beat_classifier, class_weights
 from models.edge_trainable import convert_trainable, weight_layout
-from simulation.config import SimulationConfig
+from simulation.beat_data import model_inputs, public_reference
 from simulation.coordinator.config import CoordinatorConfig
-from simulation.coordinator.model_worker import ModelSetup
-from simulation.runner import data_directory, evaluate as clinical_evaluation, model_inputs, public_reference
+from simulation.coordinator.model_worker import ModelSetup, trainable_tflite_path
 
 
 class ModelSide:
-    """The seeded model, the held-out people and the public calibration beats, kept across calls."""
+    """The seeded model and the public calibration beats."""
 
     def __init__(self, config: CoordinatorConfig):
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -31,11 +29,8 @@ class ModelSide:
         reference = public_reference()
         self.loss_weights = class_weights(reference.labels)
         self.calibration = model_inputs(reference, slice(0, 2000))
-        self.test = None
 
     def setup(self) -> ModelSetup:
-        """Also loads DS2 now, so that a missing data directory fails the coordinator's start."""
-        self.test = load_split(data_directory(SimulationConfig(dataset=self.config.dataset, data_dir=self.config.data_dir, seed=self.config.seed)), "DS2", progress=False)
         weights = self.model.get_weights()
         return ModelSetup(
             initial_weights=np.concatenate([w.ravel() for w in weights]).astype(np.float32),
@@ -48,8 +43,9 @@ class ModelSide:
 
     def _trainable_tflite(self) -> bytes:
         """The trainable TFLite file of the architecture (the same for every round), converted once per state directory."""
-        path = Path(self.config.state_dir) / "model_train.tflite"
+        path = trainable_tflite_path(self.config)
         if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory() as saved_model:
                 partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
                 partial.write_bytes(convert_trainable(self.model, saved_model))
@@ -60,10 +56,6 @@ class ModelSide:
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.model.set_weights([part.reshape(shape) for part, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), self.shapes)])
         return self.model
-
-    def evaluate(self, weights: np.ndarray) -> dict:
-        evaluation = clinical_evaluation(self._with(weights), self.test, self.loss_weights)
-        return {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
 
     def export(self, version: str, weights: np.ndarray, final: Path) -> None:
         from models.export import export_for_devices

@@ -15,7 +15,7 @@ from edge_runtime.identity import update_key
 from edge_runtime.payload import decode_update
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights
 from models.export import export_for_devices
-from simulation.runner import model_inputs
+from simulation.beat_data import model_inputs
 from tests.conftest import device
 
 

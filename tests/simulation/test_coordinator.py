@@ -475,7 +475,7 @@ from simulation.coordinator.server import start_server
 config = CoordinatorConfig(**json.loads(sys.argv[1]))
 coordinator = Coordinator(config)
 start_server(coordinator, config)
-print(json.dumps({"worker": coordinator._models.pid(), "tensorflow": sorted(m for m in sys.modules if m.startswith(("tensorflow", "keras")))}), flush=True)
+print(json.dumps({"evaluator": coordinator._models.pid(), "tensorflow": sorted(m for m in sys.modules if m.startswith(("tensorflow", "keras")))}), flush=True)
 time.sleep(600)
 """
 
@@ -487,7 +487,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_the_serving_process_never_imports_tensorflow_and_its_model_worker_dies_with_it(tmp_path, federation_dir):
+def test_the_serving_process_and_its_evaluator_never_import_tensorflow_and_die_together(tmp_path, federation_dir):
     # Prepare: a coordinator and its gRPC server in a process of their own
     config = CoordinatorConfig(
         address="127.0.0.1:0", state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a",)), rounds=1, clients_per_round=1,
@@ -497,12 +497,14 @@ def test_the_serving_process_never_imports_tensorflow_and_its_model_worker_dies_
     serving = subprocess.Popen([sys.executable, "-c", SERVING_PROCESS, json.dumps(fields)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         started = json.loads(serving.stdout.readline())
-        # Assert: no TensorFlow module in the serving process; the model work happens in another, live process
+        # Assert: no TensorFlow in the serving process nor in its live evaluator; the TensorFlow job of the start has exited
         assert started["tensorflow"] == []
-        assert started["worker"] != serving.pid and alive(started["worker"])
-        assert "tensorflow" in Path(f"/proc/{started['worker']}/maps").read_text()
-        spawned = child_pids(serving.pid)  # the model worker and multiprocessing's resource tracker
-        assert started["worker"] in spawned
+        assert started["evaluator"] != serving.pid and alive(started["evaluator"])
+        assert "tflite_runtime" in Path(f"/proc/{started['evaluator']}/maps").read_text()
+        assert "site-packages/tensorflow/" not in Path(f"/proc/{started['evaluator']}/maps").read_text()
+        spawned = child_pids(serving.pid)  # the evaluator and multiprocessing's resource tracker
+        assert started["evaluator"] in spawned
+        assert not any("site-packages/tensorflow/" in Path(f"/proc/{pid}/maps").read_text() for pid in spawned if alive(pid))
         # Execute: kill -9 the serving process
         serving.send_signal(signal.SIGKILL)
         serving.wait(timeout=10)
@@ -510,6 +512,35 @@ def test_the_serving_process_never_imports_tensorflow_and_its_model_worker_dies_
         wait_for(lambda: not any(alive(pid) for pid in spawned), timeout=10)
     finally:
         serving.kill()
+
+
+def test_the_evaluator_on_tflite_runtime_matches_tensorflow_on_the_held_out_people(tmp_path, federation_dir):
+    # Prepare: the coordinator's model side for a federation, and a model moved off its seed
+    from models.beat_classifier import build_beat_classifier
+    from simulation.beat_data import data_directory
+    from simulation.config import SimulationConfig
+    from simulation.coordinator.held_out import HeldOutEvaluation
+    from simulation.coordinator.model_worker import ModelWorker, trainable_tflite_path
+    from simulation.runner import evaluate
+
+    config = CoordinatorConfig(state_dir=str(tmp_path / "state"), devices_file=enrolled(tmp_path, ("a",)), dataset="mitdb", data_dir=str(federation_dir), insecure=True)
+    worker = ModelWorker(config)
+    try:
+        setup = worker.setup()
+    finally:
+        worker.close()
+    weights = setup.initial_weights + np.random.default_rng(3).normal(0, 0.05, setup.initial_weights.size).astype(np.float32)
+    model = build_beat_classifier(seed=config.seed)
+    shapes = [w.shape for w in model.get_weights()]
+    model.set_weights([part.reshape(shape) for part, shape in zip(np.split(weights, np.cumsum([int(np.prod(s)) for s in shapes])[:-1]), shapes)])
+    test = load_split(data_directory(SimulationConfig(dataset="mitdb", data_dir=str(federation_dir))), "DS2", progress=False)
+    # Execute: the same weights through TensorFlow and through the evaluator
+    expected = evaluate(model, test, np.array(setup.manifest["class_weights"], np.float32))
+    measured = HeldOutEvaluation(config, trainable_tflite_path(config), setup.manifest["class_weights"]).evaluate(weights)
+    # Assert: the same loss, accuracy and macro-F1
+    assert measured["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+    assert measured["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-4)
+    assert measured["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-3)
 
 
 def test_devices_told_to_wait_come_back_after_the_deadline_spread_out(tmp_path, federation_dir):

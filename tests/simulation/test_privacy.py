@@ -14,7 +14,7 @@ from simulation.config import SimulationConfig, load_config
 from simulation.accounting import dp_epsilon, noise_for_epsilon
 from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_aggregator
 from simulation.privacy_config import PrivacyConfig
-from simulation.runner import public_reference, synthetic_data_dir
+from simulation.beat_data import public_reference, synthetic_data_dir
 from simulation.tff_runtime import LocalTffRuntime
 from tests.simulation.test_runner import fedbeat, write_config
 

@@ -1,0 +1,39 @@
+"""Where a run's beats come from and what the model is fed from them, without TensorFlow: the
+simulation and the coordinator's TensorFlow-free evaluator share these."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datasets.beat_table import BeatTable
+from datasets.loading import cache_root, load_split
+from datasets.splits import resolve_data_dir
+from datasets.synthetic import write_synthetic_dataset
+from edge_runtime.beats import rr_model_input
+from simulation.config import SimulationConfig
+
+PUBLIC_REFERENCE_SEED = 0x9B11C  # a synthetic population of its own, not a run's training people
+
+
+def synthetic_data_dir(config: SimulationConfig) -> Path:
+    """The embedded synthetic dataset, generated once per (subjects, minutes, seed) into the cache."""
+    directory = cache_root() / f"synthetic-n{config.synthetic_subjects}-m{config.synthetic_minutes:g}-s{config.seed}"
+    if not (directory / "RECORDS").is_file():
+        write_synthetic_dataset(directory, subjects=config.synthetic_subjects, minutes=config.synthetic_minutes, seed=config.seed)
+    return directory
+
+
+def data_directory(config: SimulationConfig) -> Path:
+    return synthetic_data_dir(config) if config.dataset == "synthetic" else resolve_data_dir(config.data_dir)
+
+
+def public_reference() -> BeatTable:
+    """Beats no client contributed (synthetic people generated on the server), for what the server
+    must fix without reading clients' data under DP: class weights and int8 calibration."""
+    return load_split(synthetic_data_dir(SimulationConfig(seed=PUBLIC_REFERENCE_SEED)), "DS1", progress=False)
+
+
+def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """(beat float32[n, window, 2], log_rr float32[n, 8]) for the selected beats."""
+    return table.windows[index], rr_model_input(table.rr[index])
