@@ -305,6 +305,7 @@ def main() -> int:
     parser.add_argument("--kill-after-s", type=float, default=15.0, help="seconds into --kill-round")
     parser.add_argument("--export", action="store_true", help="export TFLite for devices after every round (a TensorFlow job each)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="", help="appended to the results file name (e.g. repeat runs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.kill_round is not None and not 2 <= args.kill_round <= args.rounds:
@@ -381,7 +382,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python {platform.python_version()}",
     }
     RESULTS.mkdir(exist_ok=True)
-    suffix = (f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}") + (f"_kill{args.kill_round}" if args.kill_round else "") + ("_export" if args.export else "")
+    suffix = (f"_threads{args.server_threads}" if args.server == "threads" else f"_{args.server}") + (f"_kill{args.kill_round}" if args.kill_round else "") + ("_export" if args.export else "") + (f"_{args.name}" if args.name else "")
     (RESULTS / f"coordinator_load_{args.devices}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
