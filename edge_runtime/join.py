@@ -3,7 +3,9 @@
 Loop: check in; when given a task, check the recipe is within sane bounds, fetch the model if
 newer (architecture once, weights per version, each verified by SHA-256), train locally on
 the device's own beats, compress (with error feedback for biased codecs), sign with the
-device's update key and upload. The connection is TLS pinned to the coordinator's certificate
+device's update key and upload; or, when the coordinator runs secure aggregation, take part
+in its four steps (secure_participant.py) so that only the sum of the round's updates is
+ever unmasked. The connection is TLS pinned to the coordinator's certificate
 (``--tls-ca``); plaintext needs an explicit ``--insecure``. The token travels only in call
 metadata. Transient network failures (coordinator restarting, link down) are retried with
 exponential backoff; a rejection is logged and the device moves on to the next round.
@@ -21,12 +23,16 @@ import grpc
 import numpy as np
 
 from edge_runtime.codecs import CODECS, ErrorFeedback
-from edge_runtime.identity import bearer_metadata, update_key
+from edge_runtime.identity import bearer_metadata, device_id, update_key
 from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save_weights, train_locally
 from edge_runtime.payload import Payload, pack
-from edge_runtime.protocol import DONE, METHODS, SERVICE, TASK, CheckInReply, CheckInRequest, DownloadRequest, Message, UploadRequest
+from edge_runtime.masking import MaskingError
+from edge_runtime.protocol import (
+    DONE, METHODS, SERVICE, TASK, CheckInReply, CheckInRequest, DownloadRequest, MaskedInputRequest, Message, ShareKeysRequest, UploadRequest,
+)
+from edge_runtime.secure_participant import SecureParticipant
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL}
 
@@ -92,13 +98,43 @@ def checked_recipe(reply: CheckInReply) -> LocalTrainingConfig:
     return LocalTrainingConfig(epochs=reply.epochs, batch_size=reply.batch_size, learning_rate=reply.learning_rate, seed=reply.seed % 2**32)
 
 
+class RoundOver(Exception):
+    """The coordinator ended this round for the device (abandoned, or a message refused)."""
+
+
+def _until_ready(client: CoordinatorClient, method: str, first: Message, poll: Message) -> Message:
+    """Send ``first``, then ``poll`` (the same step with an empty body) until the step is ready."""
+    request = first
+    while True:
+        reply = client.call(method, request)
+        if reply.reason:
+            raise RoundOver(f"{method}: {reply.reason}")
+        if reply.ready:
+            return reply
+        time.sleep(max(reply.retry_after_s, 0.05))
+        request = poll
+
+
+def secure_upload(client: CoordinatorClient, device: str, reply: CheckInReply, update: np.ndarray) -> tuple[bool, str]:
+    """Secure aggregation's four steps for one trained update: (counted in the sum, why not)."""
+    participant = SecureParticipant(device, reply.round, reply.model_version)
+    try:
+        participant.join_cohort(_until_ready(client, "AdvertiseKeys", participant.advertisement(), participant.advertisement()))
+        participant.hold(_until_ready(client, "ShareKeys", participant.shares(), ShareKeysRequest(round=reply.round)))
+        announced = _until_ready(client, "MaskedInput", participant.masked_input(update, reply.seed), MaskedInputRequest(round=reply.round))
+        result = client.call("Unmask", participant.reveal(announced))
+    except (RoundOver, MaskingError) as error:
+        return False, str(error)
+    return result.accepted, result.reason
+
+
 def join(
     server: str, token: str, data: LocalData, *, tls_ca: Path | None = None, insecure: bool = False, state_dir: Path | None = None,
     max_rounds: int | None = None, log=print,
 ) -> dict:
     """Take part until the coordinator says done (or ``max_rounds`` uploads); returns counts."""
     client = CoordinatorClient(server, token, tls_ca=tls_ca, insecure=insecure)
-    key = update_key(token)
+    key, device = update_key(token), device_id(token)
     scratch = None if state_dir else tempfile.TemporaryDirectory(prefix="fedbeat-device-")
     state = Path(state_dir or scratch.name)
     state.mkdir(parents=True, exist_ok=True)
@@ -128,14 +164,19 @@ def join(
                 model, weights, beat=data.beat, log_rr=data.log_rr, label=data.label,
                 class_weights=np.array(manifest["class_weights"], np.float32), config=config,
             )
-            feedback = feedback or load_feedback(state / "residual.npz", update.size, manifest["layout_hash"])
-            body = feedback.encode(reply.codec, update, reply.seed)
-            save_weights(state / "residual.npz", feedback.residual, manifest["layout_hash"])
-            payload = pack(Payload(reply.codec, reply.round, version, manifest["layout_hash"], reply.seed, update.size, body), key)
-            result = client.call("Upload", UploadRequest(payload=payload, examples=int(data.label.size * config.epochs)))
+            if reply.secure_aggregation:
+                accepted, reason = secure_upload(client, device, reply, update)
+                sent = 4 * update.size
+            else:
+                feedback = feedback or load_feedback(state / "residual.npz", update.size, manifest["layout_hash"])
+                body = feedback.encode(reply.codec, update, reply.seed)
+                save_weights(state / "residual.npz", feedback.residual, manifest["layout_hash"])
+                payload = pack(Payload(reply.codec, reply.round, version, manifest["layout_hash"], reply.seed, update.size, body), key)
+                result = client.call("Upload", UploadRequest(payload=payload, examples=int(data.label.size * config.epochs)))
+                accepted, reason, sent = result.accepted, result.reason, len(payload)
             counts["uploaded"] += 1
-            counts["accepted" if result.accepted else "rejected"] += 1
-            log(json.dumps({"round": reply.round, "loss_first": losses[0], "loss_last": losses[-1], "bytes": len(payload), "accepted": result.accepted, "reason": result.reason}))
+            counts["accepted" if accepted else "rejected"] += 1
+            log(json.dumps({"round": reply.round, "loss_first": losses[0], "loss_last": losses[-1], "bytes": sent, "accepted": accepted, "reason": reason, "secure": reply.secure_aggregation}))
     finally:
         client.close()
         if scratch is not None:

@@ -2,7 +2,8 @@
 
 A watch has grpcio but no protobuf runtime, so the few message types are encoded here:
 each dataclass lists ``(field number, kind)`` per attribute, where kind is one of
-``string``, ``bytes``, ``uint`` (varint), ``bool`` or ``double`` (fixed64). Unknown fields
+``string``, ``bytes``, ``uint`` (varint), ``bool``, ``double`` (fixed64), ``repeated string``
+or a ``Message`` class (a repeated sub-message; the attribute is a tuple). Unknown fields
 are skipped, as protobuf does, so old devices keep working when fields are added. The
 device's token travels in the call metadata (``identity.bearer_metadata``), not in a message,
 so the coordinator authenticates a call before it parses the request.
@@ -64,6 +65,11 @@ class Message:
         out = bytearray()
         for name, (number, kind) in self.FIELDS.items():
             value = getattr(self, name)
+            if _repeated(kind):
+                for item in value:
+                    raw = item.encode() if kind == "repeated string" else item.to_bytes()
+                    out += _varint(number << 3 | _LENGTH) + _varint(len(raw)) + raw
+                continue
             if value == _DEFAULT[kind]:
                 continue  # proto3: defaults are not written
             out += _varint(number << 3 | _WIRE_TYPE[kind])
@@ -106,22 +112,32 @@ class Message:
             if number not in by_number:
                 continue
             name, kind = by_number[number]
-            if _WIRE_TYPE[kind] != wire:
-                raise ProtocolError(f"field {name} has wire type {wire}, expected {_WIRE_TYPE[kind]}")
-            if kind == "uint":
+            if (_LENGTH if _repeated(kind) else _WIRE_TYPE[kind]) != wire:
+                raise ProtocolError(f"field {name} has wire type {wire}, expected {_LENGTH if _repeated(kind) else _WIRE_TYPE[kind]}")
+            if _repeated(kind):
+                values.setdefault(name, []).append(_text(raw, name) if kind == "repeated string" else kind.from_bytes(bytes(raw)))
+            elif kind == "uint":
                 values[name] = raw
             elif kind == "bool":
                 values[name] = bool(raw)
             elif kind == "double":
                 values[name] = struct.unpack("<d", raw)[0]
             elif kind == "string":
-                try:
-                    values[name] = raw.decode()
-                except UnicodeDecodeError as error:
-                    raise ProtocolError(f"field {name} is not UTF-8") from error
+                values[name] = _text(raw, name)
             else:
                 values[name] = bytes(raw)
-        return cls(**values)
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
+
+
+def _repeated(kind) -> bool:
+    return kind == "repeated string" or isinstance(kind, type)
+
+
+def _text(raw: bytes, name: str) -> str:
+    try:
+        return bytes(raw).decode()
+    except UnicodeDecodeError as error:
+        raise ProtocolError(f"field {name} is not UTF-8") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +161,12 @@ class CheckInReply(Message):
     deadline_s: float = 0.0
     seed: int = 0
     manifest_json: str = ""
+    secure_aggregation: bool = False
     FIELDS: ClassVar = {
         "status": (1, "uint"), "round": (2, "uint"), "model_version": (3, "string"), "weights_sha256": (4, "string"),
         "tflite_sha256": (5, "string"), "codec": (6, "string"), "epochs": (7, "uint"), "batch_size": (8, "uint"),
         "learning_rate": (9, "double"), "retry_after_s": (10, "double"), "deadline_s": (11, "double"), "seed": (12, "uint"),
-        "manifest_json": (13, "string"),
+        "manifest_json": (13, "string"), "secure_aggregation": (14, "bool"),
     }
 
 
@@ -182,8 +199,118 @@ class UploadReply(Message):
     FIELDS: ClassVar = {"accepted": (1, "bool"), "reason": (2, "string")}
 
 
+# -- secure aggregation (edge_runtime/secure_participant.py): four steps after local training.
+# A device repeats a step's request (with an empty body once accepted) until ``ready``; a
+# ``reason`` ends the round for it (abandoned, or its message refused).
+@dataclasses.dataclass(frozen=True)
+class Neighbour(Message):
+    device: str = ""
+    point: int = 0  # the device's Shamir evaluation point (its place in the cohort, from 1)
+    cipher_public_key: bytes = b""
+    mask_public_key: bytes = b""
+    FIELDS: ClassVar = {"device": (1, "string"), "point": (2, "uint"), "cipher_public_key": (3, "bytes"), "mask_public_key": (4, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvertiseKeysRequest(Message):
+    round: int = 0
+    cipher_public_key: bytes = b""
+    mask_public_key: bytes = b""
+    FIELDS: ClassVar = {"round": (1, "uint"), "cipher_public_key": (2, "bytes"), "mask_public_key": (3, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvertiseKeysReply(Message):
+    ready: bool = False
+    retry_after_s: float = 0.0
+    reason: str = ""
+    point: int = 0
+    threshold: int = 0
+    cohort: int = 0
+    bits: int = 0
+    clip: float = 0.0        # each coordinate clipped to [-clip, clip] before fixed-point coding
+    clip_norm: float = 0.0   # the update's L2 norm clipped to this first
+    neighbours: tuple = ()
+    FIELDS: ClassVar = {
+        "ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "point": (4, "uint"), "threshold": (5, "uint"),
+        "cohort": (6, "uint"), "bits": (7, "uint"), "clip": (8, "double"), "clip_norm": (9, "double"), "neighbours": (10, Neighbour),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class SealedShare(Message):
+    device: str = ""  # the holder when sent, the owner when delivered
+    sealed: bytes = b""
+    seed_commitment: bytes = b""
+    key_commitment: bytes = b""
+    FIELDS: ClassVar = {"device": (1, "string"), "sealed": (2, "bytes"), "seed_commitment": (3, "bytes"), "key_commitment": (4, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShareKeysRequest(Message):
+    round: int = 0
+    shares: tuple = ()
+    FIELDS: ClassVar = {"round": (1, "uint"), "shares": (2, SealedShare)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShareKeysReply(Message):
+    ready: bool = False
+    retry_after_s: float = 0.0
+    reason: str = ""
+    shares: tuple = ()
+    FIELDS: ClassVar = {"ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "shares": (4, SealedShare)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedInputRequest(Message):
+    round: int = 0
+    model_version: str = ""
+    masked: bytes = b""  # uint32 little-endian, the manifest's layout order
+    FIELDS: ClassVar = {"round": (1, "uint"), "model_version": (2, "string"), "masked": (3, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedInputReply(Message):
+    ready: bool = False
+    retry_after_s: float = 0.0
+    reason: str = ""
+    survivors: tuple = ()  # this device's neighbours whose masked input counts
+    dropped: tuple = ()    # its neighbours that shared keys but sent no masked input
+    FIELDS: ClassVar = {
+        "ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "survivors": (4, "repeated string"), "dropped": (5, "repeated string"),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RevealedShare(Message):
+    device: str = ""  # whose secret
+    secret: str = ""  # "seed" (a survivor's self mask) or "key" (a dropped device's masking key)
+    share: bytes = b""
+    salt: bytes = b""
+    FIELDS: ClassVar = {"device": (1, "string"), "secret": (2, "string"), "share": (3, "bytes"), "salt": (4, "bytes")}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskRequest(Message):
+    round: int = 0
+    shares: tuple = ()
+    FIELDS: ClassVar = {"round": (1, "uint"), "shares": (2, RevealedShare)}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskReply(Message):
+    accepted: bool = False
+    reason: str = ""
+    FIELDS: ClassVar = {"accepted": (1, "bool"), "reason": (2, "string")}
+
+
 METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "CheckIn": (CheckInRequest, CheckInReply),
     "Download": (DownloadRequest, DownloadReply),
     "Upload": (UploadRequest, UploadReply),
+    "AdvertiseKeys": (AdvertiseKeysRequest, AdvertiseKeysReply),
+    "ShareKeys": (ShareKeysRequest, ShareKeysReply),
+    "MaskedInput": (MaskedInputRequest, MaskedInputReply),
+    "Unmask": (UnmaskRequest, UnmaskReply),
 }

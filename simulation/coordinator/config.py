@@ -39,6 +39,12 @@ class CoordinatorConfig:
     pace_steering_s: and a uniformly drawn delay of up to this is added, so that the devices of
     a round do not all come back the same instant for the next (pace steering, Bonawitz et al.
     2019: a round's opening is not a thundering herd).
+    secure_aggregation: the server learns only the sum of a round's updates (secure_rounds.py):
+    after training, each device advertises keys, shares its secrets with ``secure_neighbours``
+    others (threshold: more than half of them), uploads its update masked and reveals the shares
+    needed to unmask the sum; each step has ``secure_phase_s``. Updates are clipped to
+    max_update_norm (dp_clip under DP), each coordinate to [-secure_clip, secure_clip], and
+    weigh 1 each.
     status_port: the read-only status page (status_page.py), off unless set (0 picks a free
     port); it binds status_host, loopback unless configured otherwise.
     """
@@ -78,6 +84,10 @@ class CoordinatorConfig:
     checkpoint_every: int = 64
     max_retry_after_s: float = 5.0
     pace_steering_s: float = 2.0
+    secure_aggregation: bool = False
+    secure_neighbours: int = 32
+    secure_phase_s: float = 20.0
+    secure_clip: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "revoked", tuple(self.revoked))
@@ -90,7 +100,9 @@ class CoordinatorConfig:
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "max_payload_bytes", "max_examples", "max_concurrent_rpcs", "checkpoint_every", "server_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate", "max_retry_after_s"):
+        if self.secure_neighbours < 2 or self.secure_neighbours % 2:
+            raise ValueError(f"secure_neighbours must be an even number >= 2, got {self.secure_neighbours}")
+        for name in ("deadline_s", "max_update_norm", "server_learning_rate", "client_learning_rate", "max_retry_after_s", "secure_phase_s", "secure_clip"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.pace_steering_s <= self.deadline_s:

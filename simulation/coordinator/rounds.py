@@ -41,11 +41,14 @@ import numpy as np
 
 from edge_runtime.identity import device_id
 from edge_runtime.payload import PayloadError, decode_update
-from edge_runtime.protocol import DONE, TASK, WAIT, CheckInReply, DownloadReply, UploadReply
+from edge_runtime.protocol import (
+    DONE, TASK, WAIT, AdvertiseKeysReply, CheckInReply, DownloadReply, MaskedInputReply, ShareKeysReply, UnmaskReply, UploadReply,
+)
 from simulation.accounting import dp_epsilon
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.model_worker import ModelWorker
 from simulation.coordinator.private_sum import clipped, noisy_mean
+from simulation.coordinator.secure_rounds import Refused, SecureRounds, Unrecoverable
 from simulation.coordinator.store import CoordinatorStore
 
 log = logging.getLogger("fedbeat.coordinator")
@@ -113,6 +116,7 @@ class Coordinator:
         self._manifest_json = json.dumps(self.manifest)
         self.tflite = setup.tflite
         self.tflite_sha256 = hashlib.sha256(self.tflite).hexdigest()
+        self._secure = SecureRounds(self.store, config, self.manifest["parameters"], self._policy.min_reports) if config.secure_aggregation else None
         self._round_started = time.time()
         self._open_round: OpenRound | None = None
         self._current: tuple[int, str, float] | None | object = _UNKNOWN
@@ -133,6 +137,8 @@ class Coordinator:
                 self._publish(*closed)
             elif not self._complete(current[0]):
                 self.store.extend_deadline(current[0], time.time() + self.config.deadline_s)
+                if self._secure is not None:
+                    self._secure.resume(current[0], time.time() + self.config.secure_phase_s)
                 self._current = _UNKNOWN
         elif self.store.last_round() < self.config.rounds:
             version, _ = self.store.latest_model()
@@ -163,7 +169,9 @@ class Coordinator:
         return self._current
 
     def _complete(self, round_index: int) -> bool:
-        """K accepted updates, or under DP every sampled device reported."""
+        """K accepted updates, or under DP every sampled device reported (a secure round completes by its phases)."""
+        if self._secure is not None:
+            return False
         open_round = self._open(round_index)
         if self._private:
             return len(open_round.reported) >= len(open_round.selected)
@@ -217,7 +225,7 @@ class Coordinator:
                 status=TASK, round=round_index, model_version=version, weights_sha256=self._weights_sha256(version),
                 tflite_sha256=self.tflite_sha256, codec=self.config.codec, epochs=self.config.local_epochs, batch_size=self.config.batch_size,
                 learning_rate=self.config.client_learning_rate, deadline_s=max(0.0, deadline - time.time()),
-                seed=self._seed(round_index, device), manifest_json=self._manifest_json,
+                seed=self._seed(round_index, device), manifest_json=self._manifest_json, secure_aggregation=self._secure is not None,
             )
 
     @functools.lru_cache(maxsize=8)
@@ -229,6 +237,8 @@ class Coordinator:
         return DownloadReply(model_version=version, weights=weights.astype("<f4").tobytes(), tflite=self.tflite if include_tflite else b"").to_bytes()
 
     def upload(self, device: str, payload: bytes, examples: int) -> UploadReply:
+        if self._secure is not None:
+            return UploadReply(accepted=False, reason="secure aggregation: this coordinator takes masked inputs (MaskedInput), not plain updates")
         decoded = self._decoded(device, payload)  # outside the lock: the slow part, and no shared state
         closed = None
         with self._lock:
@@ -244,6 +254,66 @@ class Coordinator:
         if closed is not None:
             self._publish(*closed)
         return UploadReply(accepted=True)
+
+    # -- secure aggregation steps (secure_rounds.py) -------------------------------------
+    def advertise_keys(self, device: str, request) -> AdvertiseKeysReply:
+        return self._secure_call("AdvertiseKeys", device, request, AdvertiseKeysReply, lambda r, v, d: self._secure.advertise(r, v, d, device, request))
+
+    def share_keys(self, device: str, request) -> ShareKeysReply:
+        return self._secure_call("ShareKeys", device, request, ShareKeysReply, lambda r, v, d: self._secure.share_keys(r, v, d, device, request))
+
+    def masked_input(self, device: str, request) -> MaskedInputReply:
+        def step(round_index: int, version: str, deadline: float) -> MaskedInputReply:
+            reported = self._open(round_index).reported
+            if request.masked and device not in reported:
+                vector = self._secure.check_masked_input(round_index, version, deadline, device, request)
+                reason = self._accepted(round_index, device, 1, 1.0, request.masked, vector)
+                if reason is not None:
+                    raise Refused(reason)
+            elif device not in reported:
+                raise Refused(f"no masked input: this device has sent none in round {round_index}")
+            return self._secure.survivors(round_index, version, deadline, device, reported)
+
+        return self._secure_call("MaskedInput", device, request, MaskedInputReply, step)
+
+    def unmask(self, device: str, request) -> UnmaskReply:
+        return self._secure_call("Unmask", device, request, UnmaskReply, lambda r, v, d: self._secure.unmask(r, v, d, device, request, self._open(r).reported))
+
+    def _secure_call(self, method: str, device: str, request, reply_type, step):
+        """One secure-aggregation step under the round lock: refused with a logged and stored reason
+        when the round or the message is wrong, then the phases moved on if it was the last awaited."""
+        closed = None
+        with self._lock:
+            current = self._current_round()
+            round_index = current[0] if current else self.store.last_round()
+            try:
+                if self._secure is None:
+                    raise Refused("secure aggregation is off on this coordinator")
+                if current is None or request.round != current[0]:
+                    raise Refused(f"stale round: {method} for round {request.round}, " + (f"current round is {current[0]}" if current else "no round is open"))
+                if device not in self._open(current[0]).selected:
+                    raise Refused(f"not selected for round {current[0]}")
+                reply = step(*current)
+            except Refused as refused:
+                self.store.reject(round_index, device, str(refused))
+                log.warning("round %d: refused %s from device %s: %s", round_index, method, device[:8], refused)
+                return reply_type(reason=str(refused))
+            closed = self._secure_step(current)
+        if closed is not None:
+            self._publish(*closed)
+        return reply
+
+    def _secure_step(self, current: tuple[int, str, float]):
+        """Advance the open secure round's phase; close or abandon it when its phases say so."""
+        round_index, _, deadline = current
+        open_round = self._open(round_index)
+        invited = len(open_round.selected) if self._private else self._policy.invited
+        action = self._secure.advance(round_index, deadline, invited=invited, reporters=open_round.reported)
+        if action is None:
+            return None
+        closed = self._close(round_index, abandoned=action[0] == "abandon", why=action[1])
+        self._secure.forget(round_index)
+        return closed
 
     def _decoded(self, device: str, payload: bytes):
         """(header, update) of a well-formed payload signed by this device, else why not."""
@@ -275,9 +345,14 @@ class Coordinator:
             return "replayed payload: codec seed is not this device's for this round"
         claimed = int(min(max(examples, 1), self.config.max_examples))
         weight = self._weight(claimed)
+        return self._accepted(round_index, device, claimed, weight, payload, self._contribution(update, weight))
+
+    def _accepted(self, round_index: int, device: str, claimed: int, weight: float, payload: bytes, contribution: np.ndarray) -> str | None:
+        """Commit the payload, then add it to the running sum (checkpointed every ``checkpoint_every``); a reason if it is a duplicate."""
+        open_round = self._open(round_index)
         if not self.store.add_report(round_index, device, claimed, weight, payload):  # committed before the device hears "accepted"
             return f"duplicate: this device already reported in round {round_index}"
-        open_round.add(device, self._contribution(update, weight), weight)
+        open_round.add(device, contribution, weight)
         failpoint("upload:after-commit")
         if open_round.since_checkpoint >= self.config.checkpoint_every:
             self.store.checkpoint(round_index, open_round.total, open_round.weight)
@@ -306,6 +381,9 @@ class Coordinator:
         reported = self.store.reporters(round_index)
         restored = OpenRound(round_index, np.zeros(self.manifest["parameters"]) if total is None else total, self.store.selected(round_index), reported - {p[0] for p in pending}, weight)
         for device, device_weight, payload in pending:
+            if self._secure is not None:
+                restored.add(device, self._secure.masked_vector(payload), device_weight)
+                continue
             decoded = self._decoded(device, payload)
             if isinstance(decoded, str):
                 raise RuntimeError(f"round {round_index}: a stored payload of device {device[:8]} no longer decodes: {decoded}")
@@ -327,14 +405,17 @@ class Coordinator:
         """Close or abandon the open round once its deadline has passed."""
         with self._lock:
             current = self._current_round()
-            if current is None or time.time() < current[2]:
+            if self._secure is not None:
+                closed = self._secure_step(current) if current is not None else None
+            elif current is None or time.time() < current[2]:
                 return
-            accepted = len(self._open(current[0]).reported)
-            closed = self._close(current[0], abandoned=not self._private and accepted < self._policy.min_reports)
+            else:
+                accepted = len(self._open(current[0]).reported)
+                closed = self._close(current[0], abandoned=not self._private and accepted < self._policy.min_reports)
         if closed is not None:
             self._publish(*closed)
 
-    def _close(self, round_index: int, *, abandoned: bool) -> tuple[dict, np.ndarray | None] | None:
+    def _close(self, round_index: int, *, abandoned: bool, why: str = "") -> tuple[dict, np.ndarray | None] | None:
         """Aggregate, then commit the new model, the closed round and the next round in one transaction.
 
         Returns what to publish (the caller does it outside the round lock: evaluation, metrics
@@ -351,16 +432,27 @@ class Coordinator:
             "rejected": sum(reasons.values()), "late": reasons.get("late", 0), "abandoned": abandoned, "rejections_by_reason": dict(sorted(reasons.items())),
             "median_examples": float(np.median(claimed)) if claimed.size else None,
         }
+        if why:
+            record["abandoned_reason"] = why
         new = None
+        total, weight = running.total, running.weight
+        if self._secure is not None and not abandoned:
+            started = time.perf_counter()
+            try:
+                total, weight = self._secure.unmasked_sum(round_index, version, running.total, running.reported), float(reported)
+            except Unrecoverable as error:
+                log.warning("round %d: abandoned, cannot unmask the sum: %s", round_index, error)
+                abandoned, record["abandoned"], record["abandoned_reason"] = True, True, f"cannot unmask: {error}"
+            record["unmask_s"] = round(time.perf_counter() - started, 3)
         if not abandoned:
             if self._private:
-                mean = noisy_mean(running.total, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
+                mean = noisy_mean(total, clip=self.config.dp_clip, noise_multiplier=self.config.dp_noise_multiplier, denominator=self.config.clients_per_round)
                 record["epsilon"] = dp_epsilon(
                     noise_multiplier=self.config.dp_noise_multiplier, sampling_rate=self._sampling_rate,
                     rounds=self.store.closed_rounds() + 1, delta=self.config.dp_target_delta,
                 )
             else:
-                mean = running.total / running.weight if running.weight > 0 else np.zeros_like(running.total)
+                mean = total / weight if weight > 0 else np.zeros_like(total)
             new = (global_weights + self.config.server_learning_rate * mean).astype(np.float32)
             version = model_version(new)
         record.update(model_version=version, seconds=round(time.time() - self._round_started, 3))

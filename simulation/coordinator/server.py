@@ -35,9 +35,20 @@ _UPLOAD_OVERHEAD = 64
 _UNAUTHENTICATED = "unknown or revoked device token"
 
 
+_SHARE_BYTES = 320  # one sealed share pair with its commitments and the holder's id, framed
+_REVEAL_BYTES = 160
+
+
 def request_limits(config: CoordinatorConfig) -> dict[str, int]:
     """Largest request body each method accepts."""
-    return {"CheckIn": _SMALL_REQUEST_BYTES, "Download": _SMALL_REQUEST_BYTES, "Upload": config.max_payload_bytes + _UPLOAD_OVERHEAD}
+    return {
+        "CheckIn": _SMALL_REQUEST_BYTES, "Download": _SMALL_REQUEST_BYTES, "Upload": config.max_payload_bytes + _UPLOAD_OVERHEAD,
+        "AdvertiseKeys": _SMALL_REQUEST_BYTES, "ShareKeys": _SMALL_REQUEST_BYTES + _SHARE_BYTES * config.secure_neighbours,
+        "MaskedInput": config.max_payload_bytes + _UPLOAD_OVERHEAD, "Unmask": _SMALL_REQUEST_BYTES + _REVEAL_BYTES * config.secure_neighbours,
+    }
+
+
+SECURE_STEPS = {"AdvertiseKeys": "advertise_keys", "ShareKeys": "share_keys", "MaskedInput": "masked_input", "Unmask": "unmask"}
 
 
 class CallRefused(Exception):
@@ -69,6 +80,8 @@ def answer(coordinator: Coordinator, method: str, limit: int, raw: bytes, metada
             return coordinator.download(request.model_version, request.include_tflite)
         if method == "CheckIn":
             return coordinator.check_in(device).to_bytes()
+        if method in SECURE_STEPS:
+            return getattr(coordinator, SECURE_STEPS[method])(device, request).to_bytes()
         return coordinator.upload(device, request.payload, request.examples).to_bytes()
     except Unauthenticated as error:
         raise CallRefused(grpc.StatusCode.UNAUTHENTICATED, str(error)) from None

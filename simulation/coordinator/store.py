@@ -48,7 +48,19 @@ CREATE TABLE IF NOT EXISTS reports (
 );
 CREATE TABLE IF NOT EXISTS sums (round INTEGER PRIMARY KEY, total BLOB NOT NULL, weight REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rejections (round INTEGER NOT NULL, device TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS secure_phases (round INTEGER PRIMARY KEY, phase TEXT NOT NULL, deadline REAL NOT NULL, threshold INTEGER, bits INTEGER);
+CREATE TABLE IF NOT EXISTS secure_keys (
+    round INTEGER NOT NULL, device TEXT NOT NULL, point INTEGER, cipher_public BLOB NOT NULL, mask_public BLOB NOT NULL, PRIMARY KEY (round, device)
+);
+CREATE TABLE IF NOT EXISTS secure_shares (
+    round INTEGER NOT NULL, owner TEXT NOT NULL, holder TEXT NOT NULL, sealed BLOB NOT NULL, seed_commitment BLOB NOT NULL, key_commitment BLOB NOT NULL,
+    PRIMARY KEY (round, owner, holder)
+);
+CREATE TABLE IF NOT EXISTS secure_reveals (
+    round INTEGER NOT NULL, holder TEXT NOT NULL, owner TEXT NOT NULL, secret TEXT NOT NULL, share BLOB NOT NULL, PRIMARY KEY (round, holder, owner)
+);
 """
+SECURE_TABLES = ("secure_phases", "secure_keys", "secure_shares", "secure_reveals")
 
 
 class CoordinatorStore:
@@ -148,7 +160,7 @@ class CoordinatorStore:
                 return False  # the empty transaction commits nothing
             if model is not None:
                 self._db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (model[0], round_index, model[1].astype("<f4").tobytes(), time.time()))
-            for table in ("sums", "reports", "selections", "rejections"):  # the record keeps their counts
+            for table in ("sums", "reports", "selections", "rejections", *SECURE_TABLES):  # the record keeps their counts
                 self._db.execute(f"DELETE FROM {table} WHERE round <= ?", (round_index,))
             self._db.execute(  # round 0's model and the newest KEEP_MODELS stay
                 "DELETE FROM models WHERE round > 0 AND version NOT IN (SELECT version FROM models ORDER BY round DESC, created DESC LIMIT ?)", (KEEP_MODELS,))
@@ -215,6 +227,52 @@ class CoordinatorStore:
     def rejections_by_reason(self, round_index: int | None = None) -> collections.Counter:
         """Stored rejections counted by the kind of reason (the text before its first colon)."""
         return collections.Counter(reason.split(":")[0] for _, _, reason in self.rejections(round_index))
+
+    # -- secure aggregation (secure_rounds.py) ------------------------------------------
+    def secure_phase(self, round_index: int) -> tuple[str, float, int | None, int | None] | None:
+        """(phase, deadline, threshold, bits) of a secure round, None before its first step."""
+        rows = self._run("SELECT phase, deadline, threshold, bits FROM secure_phases WHERE round = ?", (round_index,))
+        return rows[0] if rows else None
+
+    def set_secure_phase(self, round_index: int, phase: str, deadline: float, *, threshold: int | None = None, bits: int | None = None, points: list[tuple[int, str]] = ()) -> None:
+        """Move a secure round to ``phase`` (and, when the cohort is fixed, give its members their points), durably."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO secure_phases VALUES (?, ?, ?, ?, ?)", (round_index, phase, deadline, threshold, bits))
+            self._db.executemany("UPDATE secure_keys SET point = ? WHERE round = ? AND device = ?", [(point, round_index, device) for point, device in points])
+
+    def add_secure_keys(self, round_index: int, device: str, cipher_public: bytes, mask_public: bytes) -> tuple[bytes, bytes]:
+        """Record a device's advertised keys (the first ones stay); returns the keys on record."""
+        with self._transaction(durable=False):
+            self._db.execute("INSERT OR IGNORE INTO secure_keys VALUES (?, ?, NULL, ?, ?)", (round_index, device, cipher_public, mask_public))
+            return self._db.execute("SELECT cipher_public, mask_public FROM secure_keys WHERE round = ? AND device = ?", (round_index, device)).fetchone()
+
+    def secure_keys(self, round_index: int) -> dict[str, tuple[int | None, bytes, bytes]]:
+        """device -> (point, cipher public key, mask public key) of every advertiser."""
+        return {row[0]: tuple(row[1:]) for row in self._run("SELECT device, point, cipher_public, mask_public FROM secure_keys WHERE round = ?", (round_index,))}
+
+    def add_secure_shares(self, round_index: int, owner: str, shares: list[tuple[str, bytes, bytes, bytes]]) -> None:
+        """An owner's sealed shares, (holder, sealed, seed commitment, key commitment) each, in one transaction."""
+        with self._transaction(durable=False):
+            self._db.executemany("INSERT INTO secure_shares VALUES (?, ?, ?, ?, ?, ?)", [(round_index, owner, *share) for share in shares])
+
+    def secure_shares(self, round_index: int, *, holder: str | None = None) -> list[tuple[str, str, bytes, bytes, bytes]]:
+        """(owner, holder, sealed, seed commitment, key commitment) rows, all or those sealed to ``holder``."""
+        if holder is None:
+            return self._run("SELECT owner, holder, sealed, seed_commitment, key_commitment FROM secure_shares WHERE round = ?", (round_index,))
+        return self._run("SELECT owner, holder, sealed, seed_commitment, key_commitment FROM secure_shares WHERE round = ? AND holder = ?", (round_index, holder))
+
+    def add_secure_reveals(self, round_index: int, holder: str, reveals: list[tuple[str, str, bytes]]) -> bool:
+        """A holder's revealed shares, (owner, secret, share) each; False (nothing written) if it has revealed before."""
+        try:
+            with self._transaction(durable=False):
+                self._db.executemany("INSERT INTO secure_reveals VALUES (?, ?, ?, ?, ?)", [(round_index, holder, *reveal) for reveal in reveals])
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def secure_reveals(self, round_index: int) -> list[tuple[str, str, str, bytes]]:
+        """(holder, owner, secret, share) rows."""
+        return self._run("SELECT holder, owner, secret, share FROM secure_reveals WHERE round = ?", (round_index,))
 
     def close(self) -> None:
         with self._lock:

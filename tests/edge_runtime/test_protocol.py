@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from edge_runtime.protocol import CheckInReply, CheckInRequest, DownloadReply, ProtocolError, UploadReply, UploadRequest
+from edge_runtime.protocol import (
+    AdvertiseKeysReply, AdvertiseKeysRequest, CheckInReply, CheckInRequest, DownloadReply, MaskedInputReply, MaskedInputRequest, Message,
+    Neighbour, ProtocolError, RevealedShare, SealedShare, ShareKeysReply, ShareKeysRequest, UnmaskReply, UnmaskRequest, UploadReply, UploadRequest,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -31,14 +34,38 @@ MESSAGES = [
     DownloadReply(model_version="cd" * 8, weights=bytes(range(256)) * 3, tflite=b"\x00\x01"),
     UploadRequest(payload=b"FBUP" + bytes(100), examples=750),
     UploadReply(accepted=False, reason="stale round: payload for round 1"),
+    CheckInReply(status=1, round=2, secure_aggregation=True),
+    AdvertiseKeysRequest(round=3, cipher_public_key=bytes(range(32)), mask_public_key=bytes(range(32, 64))),
+    AdvertiseKeysReply(
+        ready=True, point=2, threshold=3, cohort=5, bits=16, clip=1.0, clip_norm=20.0,
+        neighbours=(Neighbour("a" * 16, 1, b"\x01" * 32, b"\x02" * 32), Neighbour("b" * 16, 3, b"\x03" * 32, b"\x04" * 32)),
+    ),
+    ShareKeysRequest(round=3, shares=(SealedShare("a" * 16, b"s" * 192, b"c" * 32, b"k" * 32), SealedShare("b" * 16, b"t" * 192, b"d" * 32, b"l" * 32))),
+    ShareKeysReply(retry_after_s=0.5),
+    MaskedInputRequest(round=3, model_version="ab" * 8, masked=bytes(range(256)) * 4),
+    MaskedInputReply(ready=True, survivors=("a" * 16, "c" * 16), dropped=("b" * 16,)),
+    UnmaskRequest(round=3, shares=(RevealedShare("a" * 16, "seed", b"\x05" * 66, b"\x06" * 16), RevealedShare("b" * 16, "key", b"\x07" * 66, b"\x08" * 16))),
+    UnmaskReply(accepted=False, reason="unknown round"),
 ]
+
+
+def filled(reference, message: Message):
+    """protoc's message with the same field values (repeated and nested fields included)."""
+    for name, (_, kind) in message.FIELDS.items():
+        value = getattr(message, name)
+        if kind == "repeated string":
+            getattr(reference, name).extend(value)
+        elif isinstance(kind, type):
+            for item in value:
+                filled(getattr(reference, name).add(), item)
+        else:
+            setattr(reference, name, value)
+    return reference
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_bytes_equal_protoc_and_round_trip(generated, message):
-    reference = getattr(generated, type(message).__name__)()
-    for name in message.FIELDS:
-        setattr(reference, name, getattr(message, name))
+    reference = filled(getattr(generated, type(message).__name__)(), message)
     assert message.to_bytes() == reference.SerializeToString()
     assert type(message).from_bytes(reference.SerializeToString()) == message
 
