@@ -37,12 +37,13 @@ bench: setup
 	$(BIN)/python benchmarks/edge.py --check
 	$(BIN)/python benchmarks/simulation_speed.py --quick --check
 
-# The device side in a venv holding only numpy, tflite-runtime and grpcio, as on a Raspberry Pi:
-# the on-device self-test, one personalisation, then one real federated round against `fedbeat serve`.
+# The device side in a venv holding only numpy, tflite-runtime, grpcio and cryptography, as on a Raspberry Pi:
+# the on-device self-test, one personalisation, then one real federated round against `fedbeat serve`
+# and one secure-aggregation round of three devices.
 DEVICE_VENV := .venv-device
 device-selftest: setup
 	@test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
-	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps numpy==1.25.2 tflite-runtime==2.14.0 grpcio==1.74.0
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps numpy==1.25.2 tflite-runtime==2.14.0 grpcio==1.74.0 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
 	mkdir -p build/device
 	$(BIN)/python -c 'from models.beat_classifier import build_beat_classifier; build_beat_classifier().save("build/device/model.keras")'
 	$(BIN)/fedbeat export --model build/device/model.keras --out build/device

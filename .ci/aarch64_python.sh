@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build an aarch64 (Raspberry Pi OS bookworm / 64-bit ARM) Python 3.11 with only the device's
-# packages (numpy, tflite-runtime, grpcio), run under qemu user-mode emulation on any x86-64 host.
+# packages (numpy, tflite-runtime, grpcio, cryptography), run under qemu user-mode emulation on any x86-64 host.
 #
 #   [HOST_PYTHON=python3] .ci/aarch64_python.sh [OUT]     (default OUT: build/aarch64; HOST_PYTHON runs pip)
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 out=$(realpath -m "${1:-build/aarch64}")
 root="$out/root"
 stamp="$out/.complete"
-wheels="numpy==1.25.2 tflite-runtime==2.14.0 grpcio==1.74.0"
+wheels="numpy==1.25.2 tflite-runtime==2.14.0 grpcio==1.74.0 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wheels" ]; then echo "aarch64 python ready: $out/python"; exit 0; fi
 
 if ! command -v qemu-aarch64-static >/dev/null; then
@@ -50,7 +50,7 @@ rm -rf "$out/apt"
 site="$root/usr/lib/python3/dist-packages"
 mkdir -p "$site"
 "${HOST_PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: --target "$site" \
-  --python-version 3.11 --implementation cp --abi cp311 \
+  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 \
   --platform manylinux_2_36_aarch64 --platform manylinux_2_34_aarch64 --platform manylinux_2_28_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 $wheels
 

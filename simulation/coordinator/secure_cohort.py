@@ -26,11 +26,13 @@ class CohortRun:
 
 def run_secure_round(
     coordinator: Coordinator, tokens: list[str], updates: dict[str, np.ndarray], *, drop_after_sharing: set[str] = frozenset(),
-    drop_after_masking: set[str] = frozenset(), phase_s: float = 0.0,
+    drop_after_masking: set[str] = frozenset(), phase_s: float = 0.0, between_steps=lambda step: None,
 ) -> tuple[CohortRun, dict[str, SecureParticipant]]:
     """Every device checks in, advertises, shares, masks its update and reveals, step by step;
     ``drop_after_*`` devices vanish after that step. Where a step waits for vanished devices, the
-    phase's time (``phase_s``, the coordinator's secure_phase_s) is let pass and the coordinator ticked."""
+    phase's time (``phase_s``, the coordinator's secure_phase_s) is let pass and the coordinator
+    ticked. ``between_steps(name)`` is called after each step ("keys", "shares", "masked") and
+    may return a coordinator to go on with (a restarted one)."""
     run = CohortRun()
     devices = {token: device_id(token) for token in tokens}
     tasks = {token: coordinator.check_in(devices[token]) for token in tokens}
@@ -44,15 +46,16 @@ def run_secure_round(
         run.bytes_sent[token] += len(request.to_bytes())
         return request
 
-    def answered(token: str, reply):
-        if reply.reason:
-            run.refused[token] = reply.reason
+    def answered(token: str, reply, *, wanted_ready: bool = True):
+        if reply.reason or (wanted_ready and not reply.ready):
+            run.refused[token] = reply.reason or "still waiting when its step was due"
             return None
         return reply
 
     for token, task in tasks.items():
         participants[token] = SecureParticipant(devices[token], task.round, task.model_version)
         coordinator.advertise_keys(devices[token], step("advertise", token, participants[token].advertisement))
+    coordinator = between_steps("keys") or coordinator
     live = list(participants)
     for token in live:
         reply = answered(token, coordinator.advertise_keys(devices[token], participants[token].advertisement()))
@@ -60,8 +63,9 @@ def run_secure_round(
             participants[token].join_cohort(reply)
     live = [t for t in live if t not in run.refused]
     for token in live:
-        answered(token, coordinator.share_keys(devices[token], step("share keys", token, participants[token].shares)))
+        answered(token, coordinator.share_keys(devices[token], step("share keys", token, participants[token].shares)), wanted_ready=False)
     live = [t for t in live if t not in drop_after_sharing and t not in run.refused]
+    coordinator = between_steps("shares") or coordinator
     for token in live:
         reply = answered(token, coordinator.share_keys(devices[token], ShareKeysRequest(round=tasks[token].round)))
         if reply is not None:
@@ -71,14 +75,17 @@ def run_secure_round(
     live = [t for t in live if t not in run.refused]
     for token in live:
         masked = step("masked input", token, lambda: participants[token].masked_input(updates[token], tasks[token].seed))
-        answered(token, coordinator.masked_input(devices[token], masked))
+        answered(token, coordinator.masked_input(devices[token], masked), wanted_ready=False)
     _let_phase_pass(coordinator, phase_s, bool(drop_after_sharing))
+    coordinator = between_steps("masked") or coordinator
     live = [t for t in live if t not in drop_after_masking and t not in run.refused]
     for token in live:
         reply = answered(token, coordinator.masked_input(devices[token], MaskedInputRequest(round=tasks[token].round)))
         if reply is not None:
             reveal = step("unmask", token, lambda: participants[token].reveal(reply))
-            answered(token, coordinator.unmask(devices[token], reveal))
+            reply = coordinator.unmask(devices[token], reveal)
+            if not reply.accepted:
+                run.refused[token] = reply.reason
     _let_phase_pass(coordinator, phase_s, bool(drop_after_masking))
     return run, participants
 
