@@ -19,6 +19,7 @@ from edge_runtime.detector import detect_r_peaks  # noqa: E402
 from edge_runtime.interpreter import Int8Classifier, TrainableModel  # noqa: E402
 from edge_runtime.local_training import LocalTrainingConfig, train_locally  # noqa: E402
 from edge_runtime.manifest import Manifest  # noqa: E402
+from edge_runtime.masking import FixedPoint, agreed_key, mask, public_key  # noqa: E402
 from edge_runtime.strip import strip_beats  # noqa: E402
 
 SAMPLE_BEATS = Path(__file__).resolve().parents[2] / "edge_runtime" / "sample_beats.npz"
@@ -58,6 +59,11 @@ def probe(export: Path) -> dict[str, np.ndarray]:
     fixed = (np.linspace(-1, 1, update.size) ** 3).astype(np.float32)  # the same input for every codec on both machines
     for codec in sorted(CODECS):
         out[f"codec_{codec}"] = decode(codec, encode(codec, fixed, 7), fixed.size, 7)
+    # Secure aggregation's arithmetic on fixed keys: masks, agreed secrets and the fixed-point code must be bit-identical.
+    first, second = bytes(range(32)), bytes(range(32, 64))
+    out["secure_mask"] = mask(agreed_key(first, public_key(second), b"probe"), fixed.size)
+    out["secure_agreement"] = np.frombuffer(agreed_key(second, public_key(first), b"probe"), np.uint8)
+    out["secure_fixed_point"] = FixedPoint.for_cohort(1.0, 500).encode(fixed, 7)
     return out
 
 

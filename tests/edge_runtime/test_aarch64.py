@@ -30,7 +30,7 @@ from tests.edge_runtime.device_probe import pulse_strip
 
 AARCH64_PYTHON = os.environ.get("FEDBEAT_AARCH64_PYTHON")
 PROBE = REPO_ROOT / "tests" / "edge_runtime" / "device_probe.py"
-EXACT = ("r_peaks", "int8_logits", "weights", "weights_roundtrip") + tuple(f"codec_{c}" for c in sorted(CODECS))
+EXACT = ("r_peaks", "int8_logits", "weights", "weights_roundtrip", "secure_mask", "secure_agreement", "secure_fixed_point") + tuple(f"codec_{c}" for c in sorted(CODECS))
 CLOSE = ("conditioned", "windows", "log_rr", "probabilities", "losses", "update")
 RELATIVE = 1e-5
 
@@ -122,12 +122,13 @@ def test_selftest_infer_and_train_match_x86(exported, tmp_path):
 
 
 def test_join_round_against_fedbeat_serve():
-    # Execute: `fedbeat serve` (x86, TensorFlow) and an aarch64 device join one real round
+    # Execute: `fedbeat serve` (x86, TensorFlow) and aarch64 devices: one plain round of one, one secure-aggregation round of three
     result = run(sys.executable, "-m", "simulation.coordinator.smoke", "--device-python", AARCH64_PYTHON)
     # Assert
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["round"]["reported"] == 1 and report["round"]["round"] == 1
+    assert report["plain"]["round"]["reported"] == 1 and report["plain"]["round"]["round"] == 1
+    assert report["secure aggregation"]["round"]["reported"] == 3 and report["secure aggregation"]["round"]["abandoned"] is False
 
 
 def test_personalize_matches_x86(exported, mitdb, tmp_path, capsys):
