@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/cache_speedup.py --check
 	$(BIN)/python benchmarks/edge.py --check
 	$(BIN)/python benchmarks/simulation_speed.py --quick --check
+	$(BIN)/python benchmarks/secure_aggregation.py --cohorts 10 50 100 --check --out build/bench
 
 # The device side in a venv holding only numpy, tflite-runtime, grpcio and cryptography, as on a Raspberry Pi:
 # the on-device self-test, one personalisation, then one real federated round against `fedbeat serve`

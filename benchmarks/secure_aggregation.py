@@ -1,6 +1,6 @@
 """What secure aggregation costs, against the plaintext protocol, for cohorts of 10, 100 and 500 devices.
 
-Usage: python benchmarks/secure_aggregation.py [--cohorts 10 100 500] [--neighbours 32] [--dropout 0.1] [--check] [--json]
+Usage: python benchmarks/secure_aggregation.py [--cohorts 10 100 500] [--neighbours 32] [--dropout 0.1] [--out DIR] [--check] [--json]
 
 A real ``Coordinator`` (store, phases, model worker) and in-process devices
 (``secure_cohort.run_secure_round``: each device's four steps timed, its requests' bytes counted);
@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--neighbours", type=int, default=CoordinatorConfig.secure_neighbours)
     parser.add_argument("--dropout", type=float, default=0.1, help="fraction of devices that vanish after sharing keys")
     parser.add_argument("--check", action="store_true", help="fail unless every round unmasked and a device's cost stays flat with the cohort")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where secure_aggregation.json and .png go")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
@@ -124,9 +125,9 @@ def main() -> int:
             rows.append(one_cohort(size, args.neighbours, args.dropout, Path(scratch)))
         print(f"{size} devices: {json.dumps(rows[-1])}", file=sys.stderr)
     result = {"cohorts": rows, "dropout": args.dropout, "codec_compared": CODEC, "machine": f"{platform.machine()}, Python {platform.python_version()}"}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "secure_aggregation.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, RESULTS / "secure_aggregation.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "secure_aggregation.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(rows, args.out / "secure_aggregation.png")
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0 if not args.check or checked(rows) else 1
 

@@ -30,7 +30,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import secrets
 import threading
@@ -46,20 +45,13 @@ from edge_runtime.protocol import (
 )
 from simulation.accounting import dp_epsilon
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.failpoints import failpoint
 from simulation.coordinator.model_worker import ModelWorker
 from simulation.coordinator.private_sum import clipped, noisy_mean
 from simulation.coordinator.secure_rounds import Refused, SecureRounds, Unrecoverable
 from simulation.coordinator.store import CoordinatorStore
 
 log = logging.getLogger("fedbeat.coordinator")
-FAILPOINT_ENV = "FEDBEAT_COORDINATOR_FAILPOINT"
-
-
-def failpoint(name: str) -> None:
-    """Fault injection for tests: the process dies here, as under kill -9, when FAILPOINT_ENV names this point."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os._exit(137)
-
 
 _UNKNOWN = object()
 

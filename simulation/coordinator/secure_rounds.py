@@ -34,6 +34,7 @@ from edge_runtime.masking import FixedPoint, committed, mask, public_key
 from edge_runtime.protocol import AdvertiseKeysReply, MaskedInputReply, Neighbour, SealedShare, ShareKeysReply, UnmaskReply
 from edge_runtime.secure_participant import KEY, SEED, mask_sign, pair_context, pairwise_mask, round_context
 from simulation.coordinator.config import CoordinatorConfig
+from simulation.coordinator.failpoints import failpoint
 from simulation.coordinator.store import CoordinatorStore
 
 log = logging.getLogger("fedbeat.coordinator")
@@ -116,6 +117,7 @@ class SecureRounds:
             bits = FixedPoint.for_cohort(self.config.secure_clip, len(advertised)).bits
             self.store.set_secure_phase(round_index, SHARES, now + self.config.secure_phase_s, threshold=threshold, bits=bits, points=list(enumerate(advertised, 1)))
             log.info("round %d: secure cohort of %d, threshold %d of %d neighbours, %d-bit fixed point", round_index, len(advertised), threshold, len(graph[advertised[0]]), bits)
+            failpoint("secure:keys-closed")
             return None
         _, _, threshold, bits = self.store.secure_phase(round_index)
         if phase == SHARES:
@@ -125,6 +127,7 @@ class SecureRounds:
             if len(owners) < self.min_cohort:
                 return self._abandon(round_index, f"{len(owners)} devices shared keys, {self.min_cohort} needed")
             self.store.set_secure_phase(round_index, MASKED, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
+            failpoint("secure:shares-closed")
             return None
         if phase == MASKED:
             if len(reporters) < len(self._owners(round_index)) and now < deadline:
@@ -132,6 +135,7 @@ class SecureRounds:
             if len(reporters) < self.min_cohort:
                 return self._abandon(round_index, f"{len(reporters)} masked inputs, {self.min_cohort} needed")
             self.store.set_secure_phase(round_index, UNMASK, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
+            failpoint("secure:masked-closed")
             return None
         revealed = {holder for holder, *_ in self.store.secure_reveals(round_index)}
         return ("close", "") if revealed >= reporters or now >= deadline else None
@@ -225,6 +229,7 @@ class SecureRounds:
             if not committed(share.share, share.salt, bound, rows[share.device][0 if share.secret == SEED else 1]):
                 raise Refused(f"forged share: the {share.secret} share of {share.device[:8]} does not match its owner's commitment")
         self.store.add_secure_reveals(round_index, device, [(share.device, share.secret, share.share) for share in request.shares])
+        failpoint("secure:revealed")
         return UnmaskReply(accepted=True)
 
     # -- the sum -----------------------------------------------------------------------

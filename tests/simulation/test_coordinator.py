@@ -5,7 +5,6 @@ import dataclasses
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,9 +18,6 @@ import portpicker
 import pytest
 
 from datasets.loading import load_split
-from datasets.splits import default_mitdb_dir
-from datasets.synthetic import write_synthetic_dataset
-from edge_runtime.beats import rr_model_input
 from edge_runtime.codecs import encode
 from edge_runtime.identity import bearer_metadata, device_id, update_key
 from edge_runtime.join import CoordinatorClient, JoinError
@@ -29,104 +25,13 @@ from edge_runtime.payload import Payload, pack
 from edge_runtime.protocol import SERVICE, TASK, WAIT, CheckInReply, CheckInRequest, UploadRequest
 from simulation.coordinator.certificates import self_signed_certificate
 from simulation.coordinator.config import CoordinatorConfig
-from simulation.coordinator.enrollment import enroll_tokens
 from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
 from simulation.resources import child_pids
 from tests.conftest import REPO_ROOT
+from tests.simulation.serving import address_of, enrolled, metrics, published, query, start_coordinator, start_device, wait_for, write_config
 
 pytestmark = pytest.mark.slow
-FEDBEAT = str(Path(sys.executable).with_name("fedbeat"))
-
-
-@pytest.fixture(scope="module")
-def federation_dir(tmp_path_factory) -> Path:
-    """MIT-BIH when present (DS1 patients are the devices), else 16 synthetic subjects."""
-    mitdb = default_mitdb_dir()
-    if mitdb is not None:
-        return mitdb
-    out = tmp_path_factory.mktemp("synthetic16")
-    write_synthetic_dataset(out, subjects=16, minutes=3, seed=3)
-    return out
-
-
-@pytest.fixture(scope="module")
-def device_files(federation_dir, tmp_path_factory) -> list[Path]:
-    """One .npz per DS1 patient: 400 of that patient's labelled beats (its arrhythmic beats first)."""
-    out = tmp_path_factory.mktemp("devices")
-    train = load_split(federation_dir, "DS1", progress=False)
-    files = []
-    rng = np.random.default_rng(0)
-    for i, patient in enumerate(np.unique(train.patient)[:8]):
-        beats = rng.permutation(np.flatnonzero(train.patient == patient))
-        index = np.sort(np.concatenate([beats[train.labels[beats] != 0], beats[train.labels[beats] == 0]])[:400])
-        path = out / f"device{i}.npz"
-        np.savez(path, beat=train.windows[index], log_rr=rr_model_input(train.rr[index]), label=train.labels[index])
-        files.append(path)
-    return files
-
-
-def enrolled(directory: Path, tokens) -> str:
-    """A devices file enrolling ``tokens`` (tests choose their tokens; `fedbeat enroll` draws them)."""
-    path = directory / "devices.txt"
-    path.unlink(missing_ok=True)
-    enroll_tokens(path, list(tokens))
-    return str(path)
-
-
-def write_config(path: Path, federation_dir: Path, **fields) -> Path:
-    values = {
-        "address": f"127.0.0.1:{portpicker.pick_unused_port()}", "state_dir": str(path.parent / "state"), "insecure": True,
-        "devices_file": enrolled(path.parent, [f"token-{i}" for i in range(10)]), "revoked": [device_id("token-9")], "rounds": 3, "clients_per_round": 6, "deadline_s": 120.0,
-        "codec": "uniform8", "client_learning_rate": 0.1, "dataset": "mitdb", "data_dir": str(federation_dir), **fields,
-    }
-    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-    return path
-
-
-def start_coordinator(config: Path, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen([FEDBEAT, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=open(log, "ab"), cwd=REPO_ROOT, text=True)
-    deadline = time.monotonic() + 180
-    while "listening on" not in log.read_text():
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "coordinator did not start"
-        time.sleep(0.2)
-    return process
-
-
-def start_device(address: str, token: str, data: Path, log: Path) -> subprocess.Popen:
-    state = log.with_suffix(".state")
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--insecure", "--data", str(data), "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=open(log, "ab"), cwd=REPO_ROOT, text=True,
-    )
-
-
-def address_of(config: Path) -> str:
-    return next(line.split("=", 1)[1].strip().strip('"') for line in config.read_text().splitlines() if line.startswith("address"))
-
-
-def metrics(state: Path) -> list[dict]:
-    path = state / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def published(state: Path, *, lines: int) -> list[dict]:
-    """metrics.jsonl once the publisher thread has written ``lines`` lines (a round's line follows its close)."""
-    wait_for(lambda: len(metrics(state)) >= lines, timeout=60)
-    return metrics(state)
-
-
-def query(state: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(state / "coordinator.sqlite") as db:
-        return db.execute(sql).fetchall()
-
-
-def wait_for(condition, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_eight_devices_run_three_rounds_and_the_test_loss_falls(tmp_path, federation_dir, device_files):

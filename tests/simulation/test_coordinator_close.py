@@ -17,7 +17,8 @@ from edge_runtime.payload import Payload, pack
 from edge_runtime.protocol import TASK
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.enrollment import enroll_tokens
-from simulation.coordinator.rounds import FAILPOINT_ENV, Coordinator
+from simulation.coordinator.failpoints import FAILPOINT_ENV
+from simulation.coordinator.rounds import Coordinator
 from tests.conftest import REPO_ROOT
 
 UPDATES = {"a": 1e-3, "b": 3e-3}

@@ -18,8 +18,10 @@ from edge_runtime.protocol import AdvertiseKeysReply, MaskedInputReply, MaskedIn
 from edge_runtime.secure_participant import SecureParticipant
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.enrollment import enroll_tokens
+from simulation.coordinator.failpoints import FAILPOINT_ENV
 from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.secure_cohort import run_secure_round
+from tests.simulation.serving import address_of, metrics, query, start_coordinator, start_device, write_config
 
 PHASE_S = 1.0
 TOKENS = [f"watch-{i:02d}" for i in range(10)]
@@ -284,3 +286,27 @@ def test_with_central_dp_devices_clip_to_the_dp_bound_and_the_noise_goes_on_the_
     clipped_mean = np.mean([0.5 * d / np.linalg.norm(d) for d in directions.values()], axis=0)
     assert record["abandoned"] is False and record["epsilon"] > 0
     assert np.max(np.abs(step - clipped_mean)) < 2 * 2.0 / (2**16 - 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failpoint", ["secure:keys-closed", "secure:masked-closed", "secure:revealed"])
+def test_a_secure_round_survives_kill_9_of_the_serving_process(tmp_path, monkeypatch, federation_dir, device_files, failpoint):
+    # Prepare: `fedbeat serve` with secure aggregation, set to die (os._exit, as kill -9) at a phase, and four device processes
+    config = write_config(tmp_path / "serve.toml", federation_dir, rounds=1, clients_per_round=4, overselect=1.0, secure_aggregation=True, secure_phase_s=60.0, export_tflite=False)
+    state, log = tmp_path / "state", tmp_path / "coordinator.log"
+    monkeypatch.setenv(FAILPOINT_ENV, failpoint)
+    coordinator = start_coordinator(config, log)
+    devices = [start_device(address_of(config), f"token-{i}", device_files[i], tmp_path / f"device{i}.log") for i in range(4)]
+    # Execute: it dies at the failpoint; started again on its state, without the failpoint, while the devices retry
+    assert coordinator.wait(timeout=300) == 137, log.read_text()[-3000:]
+    monkeypatch.delenv(FAILPOINT_ENV)
+    coordinator = start_coordinator(config, log)
+    assert coordinator.wait(timeout=600) == 0, log.read_text()[-3000:]
+    # Assert: the round closed once, with all four masked inputs, and the step is a mean of real updates, not of unremoved masks
+    records = [r for r in metrics(state) if r["round"] == 1]
+    assert len(records) == 1 and records[0]["abandoned"] is False and records[0]["reported"] == 4
+    models = dict(query(state, "SELECT round, weights FROM models"))
+    step = np.frombuffer(models[1], "<f4").astype(np.float64) - np.frombuffer(models[0], "<f4")
+    assert 0 < np.linalg.norm(step) < 20.0  # a sum with a mask left in would be uniform over the clip range: norm ~ 57
+    for device in devices:
+        assert device.wait(timeout=120) == 0

@@ -18,7 +18,8 @@ from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
 from simulation.coordinator.status_page import StatusServer, coordinator_status
 from tests.conftest import REPO_ROOT
-from tests.simulation.test_coordinator import enrolled, federation_dir, metrics, published, run_round  # noqa: F401  (fixture)
+from tests.simulation.serving import enrolled, metrics, published
+from tests.simulation.test_coordinator import run_round
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
