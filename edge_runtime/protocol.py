@@ -203,6 +203,16 @@ class UploadReply(Message):
 # A device repeats a step's request (with an empty body once accepted) until ``ready``; a
 # ``reason`` ends the round for it (abandoned, or its message refused).
 @dataclasses.dataclass(frozen=True)
+class StepReply(Message):
+    """What every secure-aggregation step answers first: ready, or retry after, or the reason the round is over for the device."""
+
+    ready: bool = False
+    retry_after_s: float = 0.0
+    reason: str = ""
+    FIELDS: ClassVar = {"ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string")}
+
+
+@dataclasses.dataclass(frozen=True)
 class Neighbour(Message):
     device: str = ""
     point: int = 0  # the device's Shamir evaluation point (its place in the cohort, from 1)
@@ -220,10 +230,7 @@ class AdvertiseKeysRequest(Message):
 
 
 @dataclasses.dataclass(frozen=True)
-class AdvertiseKeysReply(Message):
-    ready: bool = False
-    retry_after_s: float = 0.0
-    reason: str = ""
+class AdvertiseKeysReply(StepReply):
     point: int = 0
     threshold: int = 0
     cohort: int = 0
@@ -232,8 +239,8 @@ class AdvertiseKeysReply(Message):
     clip_norm: float = 0.0   # the update's L2 norm clipped to this first
     neighbours: tuple = ()
     FIELDS: ClassVar = {
-        "ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "point": (4, "uint"), "threshold": (5, "uint"),
-        "cohort": (6, "uint"), "bits": (7, "uint"), "clip": (8, "double"), "clip_norm": (9, "double"), "neighbours": (10, Neighbour),
+        **StepReply.FIELDS, "point": (4, "uint"), "threshold": (5, "uint"), "cohort": (6, "uint"), "bits": (7, "uint"), "clip": (8, "double"),
+        "clip_norm": (9, "double"), "neighbours": (10, Neighbour),
     }
 
 
@@ -254,12 +261,9 @@ class ShareKeysRequest(Message):
 
 
 @dataclasses.dataclass(frozen=True)
-class ShareKeysReply(Message):
-    ready: bool = False
-    retry_after_s: float = 0.0
-    reason: str = ""
+class ShareKeysReply(StepReply):
     shares: tuple = ()
-    FIELDS: ClassVar = {"ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "shares": (4, SealedShare)}
+    FIELDS: ClassVar = {**StepReply.FIELDS, "shares": (4, SealedShare)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,15 +275,10 @@ class MaskedInputRequest(Message):
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskedInputReply(Message):
-    ready: bool = False
-    retry_after_s: float = 0.0
-    reason: str = ""
+class MaskedInputReply(StepReply):
     survivors: tuple = ()  # this device's neighbours whose masked input counts
     dropped: tuple = ()    # its neighbours that shared keys but sent no masked input
-    FIELDS: ClassVar = {
-        "ready": (1, "bool"), "retry_after_s": (2, "double"), "reason": (3, "string"), "survivors": (4, "repeated string"), "dropped": (5, "repeated string"),
-    }
+    FIELDS: ClassVar = {**StepReply.FIELDS, "survivors": (4, "repeated string"), "dropped": (5, "repeated string")}
 
 
 @dataclasses.dataclass(frozen=True)

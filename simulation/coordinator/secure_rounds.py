@@ -81,6 +81,8 @@ class SecureRounds:
         self.store, self.config, self.parameters = store, config, parameters
         self.min_cohort = max(MIN_COHORT, 0 if config.dp_noise_multiplier else min_reports)
         self._cohorts: dict[int, Cohort] = {}
+        self._sharers: dict[int, set[str]] = {}  # per round, who shared keys (the store holds the same; read once per process)
+        self._revealers: dict[int, set[str]] = {}
 
     # -- phases ------------------------------------------------------------------------
     def phase(self, round_index: int, training_deadline: float) -> tuple[str, float]:
@@ -120,25 +122,16 @@ class SecureRounds:
             failpoint("secure:keys-closed")
             return None
         _, _, threshold, bits = self.store.secure_phase(round_index)
-        if phase == SHARES:
-            owners, members = self._owners(round_index), len(self.store.secure_keys(round_index))
-            if len(owners) < members and now < deadline:
+        if phase in (SHARES, MASKED):  # every sharer's masked input, after every member's shares
+            arrived, awaited = (self._owners(round_index), len(self.store.secure_keys(round_index))) if phase == SHARES else (reporters, len(self._owners(round_index)))
+            if len(arrived) < awaited and now < deadline:
                 return None
-            if len(owners) < self.min_cohort:
-                return self._abandon(round_index, f"{len(owners)} devices shared keys, {self.min_cohort} needed")
-            self.store.set_secure_phase(round_index, MASKED, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
-            failpoint("secure:shares-closed")
+            if len(arrived) < self.min_cohort:
+                return self._abandon(round_index, f"{len(arrived)} devices sent their {'shares' if phase == SHARES else 'masked inputs'}, {self.min_cohort} needed")
+            self.store.set_secure_phase(round_index, MASKED if phase == SHARES else UNMASK, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
+            failpoint(f"secure:{phase}-closed")
             return None
-        if phase == MASKED:
-            if len(reporters) < len(self._owners(round_index)) and now < deadline:
-                return None
-            if len(reporters) < self.min_cohort:
-                return self._abandon(round_index, f"{len(reporters)} masked inputs, {self.min_cohort} needed")
-            self.store.set_secure_phase(round_index, UNMASK, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
-            failpoint("secure:masked-closed")
-            return None
-        revealed = {holder for holder, *_ in self.store.secure_reveals(round_index)}
-        return ("close", "") if revealed >= reporters or now >= deadline else None
+        return ("close", "") if self._revealed(round_index) >= reporters or now >= deadline else None
 
     @staticmethod
     def _abandon(round_index: int, why: str) -> tuple[str, str]:
@@ -146,7 +139,14 @@ class SecureRounds:
         return "abandon", why
 
     def _owners(self, round_index: int) -> set[str]:
-        return {owner for owner, *_ in self.store.secure_shares(round_index)}
+        if round_index not in self._sharers:
+            self._sharers[round_index] = {owner for owner, *_ in self.store.secure_shares(round_index)}
+        return self._sharers[round_index]
+
+    def _revealed(self, round_index: int) -> set[str]:
+        if round_index not in self._revealers:
+            self._revealers[round_index] = {holder for holder, *_ in self.store.secure_reveals(round_index)}
+        return self._revealers[round_index]
 
     def _expect(self, round_index: int, training_deadline: float, phase: str) -> None:
         current, _ = self.phase(round_index, training_deadline)
@@ -187,6 +187,7 @@ class SecureRounds:
             if any(len(s.seed_commitment) != 32 or len(s.key_commitment) != 32 or len(s.sealed) != 12 + 2 * (shamir.SHARE_BYTES + 16) + 16 for s in request.shares):
                 raise Refused("malformed share: wrong sealed or commitment length")
             self.store.add_secure_shares(round_index, device, [(s.device, s.sealed, s.seed_commitment, s.key_commitment) for s in request.shares])
+            self._owners(round_index).add(device)
         if phase == SHARES:
             return ShareKeysReply(retry_after_s=_POLL_S)
         if device not in self._owners(round_index):
@@ -229,6 +230,7 @@ class SecureRounds:
             if not committed(share.share, share.salt, bound, rows[share.device][0 if share.secret == SEED else 1]):
                 raise Refused(f"forged share: the {share.secret} share of {share.device[:8]} does not match its owner's commitment")
         self.store.add_secure_reveals(round_index, device, [(share.device, share.secret, share.share) for share in request.shares])
+        self._revealed(round_index).add(device)
         failpoint("secure:revealed")
         return UnmaskReply(accepted=True)
 
@@ -276,4 +278,5 @@ class SecureRounds:
             self.store.set_secure_phase(round_index, stored[0], deadline, threshold=stored[2], bits=stored[3])
 
     def forget(self, round_index: int) -> None:
-        self._cohorts.pop(round_index, None)
+        for cache in (self._cohorts, self._sharers, self._revealers):
+            cache.pop(round_index, None)

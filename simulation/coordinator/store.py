@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS secure_shares (
     round INTEGER NOT NULL, owner TEXT NOT NULL, holder TEXT NOT NULL, sealed BLOB NOT NULL, seed_commitment BLOB NOT NULL, key_commitment BLOB NOT NULL,
     PRIMARY KEY (round, owner, holder)
 );
+CREATE INDEX IF NOT EXISTS secure_shares_by_holder ON secure_shares (round, holder);
 CREATE TABLE IF NOT EXISTS secure_reveals (
     round INTEGER NOT NULL, holder TEXT NOT NULL, owner TEXT NOT NULL, secret TEXT NOT NULL, share BLOB NOT NULL, PRIMARY KEY (round, holder, owner)
 );
