@@ -108,7 +108,7 @@ def plot(rows: list[dict], out: Path) -> None:
         axis.set_xlabel("devices in the round")
         axis.set_title(title)
         axis.set_yscale("log")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center right")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     plt.close(figure)
