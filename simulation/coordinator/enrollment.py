@@ -29,10 +29,13 @@ def enroll_tokens(devices_file: Path, tokens: list[str]) -> None:
 
 
 def enroll(devices_file: Path, count: int) -> list[str]:
-    """``count`` new devices: their tokens (256 bits from the OS CSPRNG), to hand to the devices."""
+    """``count`` new devices: their tokens (256 bits from the OS CSPRNG, 64 hex digits), to hand to the devices.
+
+    Hex, not base64url: one base64url token in 64 begins with "-", which a command line then
+    reads as an option (`join --token -x...` fails)."""
     if count < 1:
         raise EnrollmentError(f"count must be >= 1, got {count}")
-    tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+    tokens = [secrets.token_hex(32) for _ in range(count)]
     enroll_tokens(devices_file, tokens)
     return tokens
 

@@ -207,9 +207,11 @@ class Coordinator:
             open_round = self._open(round_index)
             selected, reported = open_round.selected, open_round.reported
             closed_to_newcomers = self._private or len(selected) >= self._policy.invited  # DP: only the coin's choice
-            if device in reported or (device not in selected and closed_to_newcomers):
+            cohort_fixed = self._secure is not None and not self._secure.taking_keys(round_index, deadline)  # training again would not get it in
+            if device in reported or cohort_fixed or (device not in selected and closed_to_newcomers):
                 # nothing for this device before the round ends: come back then (spread out), not twice a second
-                wait = min(max(0.5, deadline - time.time()), self.config.max_retry_after_s) + random.uniform(0, self.config.pace_steering_s)
+                left = self.config.secure_phase_s if cohort_fixed else deadline - time.time()
+                wait = min(max(0.5, left), self.config.max_retry_after_s) + random.uniform(0, self.config.pace_steering_s)
                 return CheckInReply(status=WAIT, retry_after_s=wait)
             self.store.select(round_index, device)
             selected.add(device)

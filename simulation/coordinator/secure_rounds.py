@@ -89,6 +89,10 @@ class SecureRounds:
         stored = self.store.secure_phase(round_index)
         return (stored[0], stored[1]) if stored else (KEYS, training_deadline)
 
+    def taking_keys(self, round_index: int, training_deadline: float) -> bool:
+        """Whether the round's cohort is still open (its keys phase)."""
+        return self.phase(round_index, training_deadline)[0] == KEYS
+
     def cohort(self, round_index: int, model_version: str) -> Cohort:
         if round_index not in self._cohorts:
             _, _, threshold, bits = self.store.secure_phase(round_index)

@@ -46,7 +46,7 @@ def one_round(device_python: str, scratch: Path, *, devices: int, secure: bool) 
             time.sleep(0.2)
         joined = [
             subprocess.Popen(
-                [device_python, "-m", "edge_runtime", "join", "--server", address, "--token", token, "--tls-ca", str(cert), "--data", str(SAMPLE_BEATS)],
+                [device_python, "-m", "edge_runtime", "join", "--server", address, f"--token={token}", "--tls-ca", str(cert), "--data", str(SAMPLE_BEATS)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
             )
             for token in tokens

@@ -14,7 +14,7 @@ import pytest
 
 from edge_runtime.identity import device_id
 from edge_runtime.masking import MaskingError
-from edge_runtime.protocol import AdvertiseKeysReply, MaskedInputReply, MaskedInputRequest, Neighbour, SealedShare, ShareKeysReply, ShareKeysRequest
+from edge_runtime.protocol import WAIT, AdvertiseKeysReply, MaskedInputReply, MaskedInputRequest, Neighbour, SealedShare, ShareKeysReply, ShareKeysRequest
 from edge_runtime.secure_participant import SecureParticipant
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.enrollment import enroll_tokens
@@ -85,6 +85,21 @@ def test_the_unmasked_sum_equals_the_plain_sum_of_the_quantised_updates_exactly(
     step = coordinator.store.latest_model()[1].astype(np.float64) - before
     mean = np.mean([np.clip(updates[t], -1, 1) for t in counted], axis=0)
     assert np.max(np.abs(step - mean)) < 2 * 2.0 / (2**16 - 1)
+
+
+def test_once_the_cohort_is_fixed_a_device_checking_in_is_told_to_wait_not_to_train_again(coordinator):
+    # Prepare: the ten devices advertise, which fixes the cohort
+    replies = {}
+
+    def check_in_after_keys(step):
+        if step == "keys":
+            replies["member"] = coordinator.check_in(device_id(TOKENS[0]))
+
+    # Execute: a cohort member checks in again after the cohort is fixed (a restarted app, say)
+    run_secure_round(coordinator, TOKENS, updates_for(coordinator), between_steps=check_in_after_keys)
+    # Assert: it waits, and the round closed with all ten
+    assert replies["member"].status == WAIT and replies["member"].retry_after_s >= 0.5
+    assert coordinator.store.closed_records()[-1]["reported"] == len(TOKENS)
 
 
 def test_below_the_threshold_the_round_is_abandoned_and_the_model_unchanged(coordinator):
@@ -310,3 +325,4 @@ def test_a_secure_round_survives_kill_9_of_the_serving_process(tmp_path, monkeyp
     assert 0 < np.linalg.norm(step) < 20.0  # a sum with a mask left in would be uniform over the clip range: norm ~ 57
     for device in devices:
         assert device.wait(timeout=120) == 0
+
