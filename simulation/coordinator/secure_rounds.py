@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 
 import numpy as np
@@ -142,6 +143,11 @@ class SecureRounds:
         log.warning("round %d: secure aggregation abandoned: %s", round_index, why)
         return "abandon", why
 
+    def _poll(self) -> float:
+        """When a device waiting for a phase should ask again: half a second plus a drawn share of the
+        pace-steering window, so that a large cohort's polls do not arrive in lockstep."""
+        return _POLL_S + random.uniform(0, self.config.pace_steering_s)
+
     def _owners(self, round_index: int) -> set[str]:
         if round_index not in self._sharers:
             self._sharers[round_index] = {owner for owner, *_ in self.store.secure_shares(round_index)}
@@ -165,7 +171,7 @@ class SecureRounds:
                 raise Refused("malformed keys: X25519 public keys are 32 bytes")
             if self.store.add_secure_keys(round_index, device, request.cipher_public_key, request.mask_public_key) != (request.cipher_public_key, request.mask_public_key):
                 raise Refused("different keys: this device advertised other keys in this round")
-            return AdvertiseKeysReply(retry_after_s=_POLL_S)
+            return AdvertiseKeysReply(retry_after_s=self._poll())
         cohort = self.cohort(round_index, model_version)
         if device not in cohort.points:
             raise Refused(f"not in the cohort: round {round_index}'s keys phase closed without this device")
@@ -193,7 +199,7 @@ class SecureRounds:
             self.store.add_secure_shares(round_index, device, [(s.device, s.sealed, s.seed_commitment, s.key_commitment) for s in request.shares])
             self._owners(round_index).add(device)
         if phase == SHARES:
-            return ShareKeysReply(retry_after_s=_POLL_S)
+            return ShareKeysReply(retry_after_s=self._poll())
         if device not in self._owners(round_index):
             raise Refused(f"too late: round {round_index}'s shares phase closed without this device's shares")
         return ShareKeysReply(ready=True, shares=tuple(SealedShare(owner, sealed, seed_c, key_c) for owner, _, sealed, seed_c, key_c in self.store.secure_shares(round_index, holder=device)))
@@ -215,7 +221,7 @@ class SecureRounds:
     def survivors(self, round_index: int, model_version: str, training_deadline: float, device: str, reporters: set[str]) -> MaskedInputReply:
         phase, _ = self.phase(round_index, training_deadline)
         if phase != UNMASK:
-            return MaskedInputReply(retry_after_s=_POLL_S)
+            return MaskedInputReply(retry_after_s=self._poll())
         held = sorted(owner for owner, *_ in self.store.secure_shares(round_index, holder=device))
         return MaskedInputReply(ready=True, survivors=tuple(d for d in held if d in reporters), dropped=tuple(d for d in held if d not in reporters))
 

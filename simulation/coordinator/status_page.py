@@ -70,13 +70,20 @@ def _plot(rounds: list[dict], key: str, label: str, width: int = 360, height: in
             f'</svg><figcaption>held-out {label} over rounds</figcaption></figure>')
 
 
+def _cell(record: dict, column: str):
+    """A round's value in the table; an abandoned round shows why, where its record says."""
+    if column == "abandoned" and record.get("abandoned"):
+        return record.get("abandoned_reason", True)
+    return record.get(column, "")
+
+
 def render_html(status: dict) -> str:
     """The page: open round, rounds table, rejections by reason, metric plots."""
     e = lambda value: html.escape(str(value), quote=True)  # noqa: E731
     columns = ("round", "model_version", "invited", "reported", "dropped", "late", "rejected", "abandoned")
     rows = []
     for record in reversed(status["rounds"]):
-        cells = [e(record.get(c, "")) for c in columns]
+        cells = [e(_cell(record, c)) for c in columns]
         cells.append(e(f"{record['eval']['macro_f1']:.3f}") if "eval" in record else "")
         cells.append(e(f"{record['epsilon']:.2f}") if "epsilon" in record else "")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -16,7 +16,7 @@ from edge_runtime.identity import device_id
 from simulation.coordinator.config import CoordinatorConfig
 from simulation.coordinator.rounds import Coordinator
 from simulation.coordinator.server import start_server
-from simulation.coordinator.status_page import StatusServer, coordinator_status
+from simulation.coordinator.status_page import StatusServer, coordinator_status, render_html
 from tests.conftest import REPO_ROOT
 from tests.simulation.serving import enrolled, metrics, published
 from tests.simulation.test_coordinator import run_round
@@ -102,3 +102,12 @@ def test_headless_chromium_renders_the_round_table_and_the_metric_plots(page, tm
     shot = chromium(f"--screenshot={ARTIFACTS / 'status_page.png'}", "--window-size=1200,900", url + "/", user_data=tmp_path / "profile-shot")
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert (ARTIFACTS / "status_page.png").stat().st_size > 10_000
+
+
+def test_an_abandoned_round_shows_its_reason_as_text():
+    status = {
+        "rounds": [{"round": 1, "model_version": "ab" * 8, "abandoned": True, "abandoned_reason": "cannot unmask: the seed of <b>dev</b>: 4 shares, 5 needed"}],
+        "open_round": None, "rejections_by_reason": {}, "model_versions": [], "epsilon_spent": None,
+    }
+    text = render_html(status)
+    assert "cannot unmask: the seed of &lt;b&gt;dev&lt;/b&gt;: 4 shares, 5 needed" in text and "<b>dev" not in text
