@@ -82,12 +82,24 @@ class SecureRounds:
         self.store, self.config, self.parameters = store, config, parameters
         self.min_cohort = max(MIN_COHORT, 0 if config.dp_noise_multiplier else min_reports)
         self._cohorts: dict[int, Cohort] = {}
+        self._phases: dict[int, tuple[str, float, int | None, int | None] | None] = {}  # the store's secure_phases rows, read once per process
+        self._members: dict[int, int] = {}  # cohort size once the keys phase closed
         self._sharers: dict[int, set[str]] = {}  # per round, who shared keys (the store holds the same; read once per process)
         self._revealers: dict[int, set[str]] = {}
 
     # -- phases ------------------------------------------------------------------------
+    def _stored_phase(self, round_index: int) -> tuple[str, float, int | None, int | None] | None:
+        """(phase, deadline, threshold, bits), kept in memory: only this process moves a round's phase."""
+        if round_index not in self._phases:
+            self._phases[round_index] = self.store.secure_phase(round_index)
+        return self._phases[round_index]
+
+    def _move(self, round_index: int, phase: str, deadline: float, *, threshold: int, bits: int, points: list[tuple[int, str]] = ()) -> None:
+        self.store.set_secure_phase(round_index, phase, deadline, threshold=threshold, bits=bits, points=points)
+        self._phases[round_index] = (phase, deadline, threshold, bits)
+
     def phase(self, round_index: int, training_deadline: float) -> tuple[str, float]:
-        stored = self.store.secure_phase(round_index)
+        stored = self._stored_phase(round_index)
         return (stored[0], stored[1]) if stored else (KEYS, training_deadline)
 
     def taking_keys(self, round_index: int, training_deadline: float) -> bool:
@@ -96,15 +108,15 @@ class SecureRounds:
 
     def cohort(self, round_index: int, model_version: str) -> Cohort:
         if round_index not in self._cohorts:
-            _, _, threshold, bits = self.store.secure_phase(round_index)
+            _, _, threshold, bits = self._stored_phase(round_index)
             keys = {device: row for device, row in self.store.secure_keys(round_index).items() if row[0]}
             members = sorted(keys)
-            self._cohorts = {round_index: Cohort(
+            self._cohorts[round_index] = Cohort(
                 context=round_context(round_index, model_version), points={d: keys[d][0] for d in members},
                 cipher_keys={d: keys[d][1] for d in members}, mask_keys={d: keys[d][2] for d in members},
                 graph=neighbourhoods(members, self.config.secure_neighbours, [self.config.seed, round_index, 0x5EC]),
                 threshold=threshold, code=FixedPoint(clip=self.config.secure_clip, bits=bits),
-            )}
+            )
         return self._cohorts[round_index]
 
     def advance(self, round_index: int, training_deadline: float, *, invited: int, reporters: set[str]) -> tuple[str, str] | None:
@@ -122,18 +134,19 @@ class SecureRounds:
             graph = neighbourhoods(advertised, self.config.secure_neighbours, [self.config.seed, round_index, 0x5EC])
             threshold = len(next(iter(graph.values()))) // 2 + 1
             bits = FixedPoint.for_cohort(self.config.secure_clip, len(advertised)).bits
-            self.store.set_secure_phase(round_index, SHARES, now + self.config.secure_phase_s, threshold=threshold, bits=bits, points=list(enumerate(advertised, 1)))
+            self._move(round_index, SHARES, now + self.config.secure_phase_s, threshold=threshold, bits=bits, points=list(enumerate(advertised, 1)))
+            self._members[round_index] = len(advertised)
             log.info("round %d: secure cohort of %d, threshold %d of %d neighbours, %d-bit fixed point", round_index, len(advertised), threshold, len(graph[advertised[0]]), bits)
             failpoint("secure:keys-closed")
             return None
-        _, _, threshold, bits = self.store.secure_phase(round_index)
+        _, _, threshold, bits = self._stored_phase(round_index)
         if phase in (SHARES, MASKED):  # every sharer's masked input, after every member's shares
-            arrived, awaited = (self._owners(round_index), len(self.store.secure_keys(round_index))) if phase == SHARES else (reporters, len(self._owners(round_index)))
+            arrived, awaited = (self._owners(round_index), self._cohort_size(round_index)) if phase == SHARES else (reporters, len(self._owners(round_index)))
             if len(arrived) < awaited and now < deadline:
                 return None
             if len(arrived) < self.min_cohort:
                 return self._abandon(round_index, f"{len(arrived)} devices sent their {'shares' if phase == SHARES else 'masked inputs'}, {self.min_cohort} needed")
-            self.store.set_secure_phase(round_index, MASKED if phase == SHARES else UNMASK, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
+            self._move(round_index, MASKED if phase == SHARES else UNMASK, now + self.config.secure_phase_s, threshold=threshold, bits=bits)
             failpoint(f"secure:{phase}-closed")
             return None
         return ("close", "") if self._revealed(round_index) >= reporters or now >= deadline else None
@@ -142,6 +155,11 @@ class SecureRounds:
     def _abandon(round_index: int, why: str) -> tuple[str, str]:
         log.warning("round %d: secure aggregation abandoned: %s", round_index, why)
         return "abandon", why
+
+    def _cohort_size(self, round_index: int) -> int:
+        if round_index not in self._members:
+            self._members[round_index] = len(self.store.secure_keys(round_index))  # no device joins once the keys phase closed
+        return self._members[round_index]
 
     def _poll(self) -> float:
         """When a device waiting for a phase should ask again: half a second plus a drawn share of the
@@ -283,10 +301,10 @@ class SecureRounds:
 
     def resume(self, round_index: int, deadline: float) -> None:
         """After a restart: the current phase gets its time again (the devices were retrying meanwhile)."""
-        stored = self.store.secure_phase(round_index)
+        stored = self._stored_phase(round_index)
         if stored is not None:
-            self.store.set_secure_phase(round_index, stored[0], deadline, threshold=stored[2], bits=stored[3])
+            self._move(round_index, stored[0], deadline, threshold=stored[2], bits=stored[3])
 
     def forget(self, round_index: int) -> None:
-        for cache in (self._cohorts, self._sharers, self._revealers):
+        for cache in (self._cohorts, self._phases, self._members, self._sharers, self._revealers):
             cache.pop(round_index, None)
