@@ -109,6 +109,7 @@ class PersonalClassifier:
         self._personal = TrainableModel(model_dir / "model_train.tflite")
         self._personal.set_weights(weights)
         self._personal_classes = tuple(record["outcome"]["personal_classes"])
+        self._unseen_thresholds = record["outcome"].get("unseen_thresholds", {})
 
     def classes(self, beat: np.ndarray, log_rr: np.ndarray) -> np.ndarray:
         """int64[B] class indices."""

@@ -8,6 +8,9 @@ the epoch and decides whether the personal model is kept at all. When fine-tunin
 mistakes on the held-back beats than the global model, the wearer keeps the global model.
 A class the labelled minutes never showed (a wearer whose S runs start at minute 20) keeps the
 global model's call: fine-tuning on minutes without it only teaches the model that it is rare.
+With ``unseen_classes="calibrated"``, when the global model called that class on at least
+``BIASED_SHARE`` of the labelled beats (all of them something else: a bias for this wearer, such
+as AF beats read as S, not one odd beat), its call must also be more confident than any of those.
 """
 from __future__ import annotations
 
@@ -26,8 +29,18 @@ MOVING_LAYERS: dict[str, tuple[str, ...] | None] = {
 }
 """Which layers fine-tuning may change (None: every layer), by the manifest's weight names."""
 
+BIASED_SHARE = 0.05
+"""Share of a wearer's labelled beats falsely called a class that shows the global model is biased for them."""
+
 MIN_BEATS = 60
 """Fewer labelled beats than a minute of rhythm is not enough to adapt to, nor to check the result on."""
+
+
+UNSEEN_CLASSES = {
+    "global": "the global model's call of a class the labelled minutes lack stands",
+    "calibrated": "as global, but where the global model called it on >= 5 % of the labelled beats, only above its highest probability of it there",
+    "personal": "no exception: the personal model decides every beat",
+}
 
 
 class PersonalizationError(ValueError):
@@ -46,7 +59,7 @@ class PersonalizationRecipe:
     class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss
     held_back_fraction: float = 0.2
     patience: int = 3
-    unseen_classes: str = "global"  # "global": a class absent from the labelled minutes keeps the global call; "personal": no exception
+    unseen_classes: str = "global"  # a class absent from the labelled minutes: see UNSEEN_CLASSES
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,8 +71,8 @@ class PersonalizationRecipe:
             raise ValueError(f"moving_layers must be one of {', '.join(MOVING_LAYERS)}, got {self.moving_layers!r}")
         if not 0.05 <= self.held_back_fraction <= 0.5:
             raise ValueError(f"held_back_fraction must be in [0.05, 0.5], got {self.held_back_fraction}")
-        if self.unseen_classes not in ("global", "personal"):
-            raise ValueError(f"unseen_classes must be 'global' or 'personal', got {self.unseen_classes!r}")
+        if self.unseen_classes not in UNSEEN_CLASSES:
+            raise ValueError(f"unseen_classes must be one of {', '.join(UNSEEN_CLASSES)}, got {self.unseen_classes!r}")
         if self.class_weight_power < 0:
             raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
 
@@ -67,10 +80,12 @@ class PersonalizationRecipe:
 @dataclasses.dataclass(frozen=True)
 class Personalization:
     """The outcome: the weights the wearer gets and why (``kept`` is "personal" or "global");
-    ``personal_classes``: the classes the personal model may call (the others keep the global call)."""
+    ``personal_classes``: the classes the personal model may call (the others keep the global call);
+    ``unseen_thresholds``: per class outside them, the probability a global call must exceed to stand."""
 
     weights: np.ndarray
     personal_classes: tuple[str, ...]
+    unseen_thresholds: dict[str, float]
     kept: str
     epochs: int
     fit_beats: int
@@ -100,11 +115,28 @@ def wearer_class_weights(label: np.ndarray, base_weights: np.ndarray, power: flo
     return (weights / mean if mean > 0 else weights).astype(np.float32)
 
 
-def combined_classes(global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: tuple[str, ...]) -> np.ndarray:
+def combined_classes(
+    global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: tuple[str, ...], unseen_thresholds: dict[str, float] | None = None
+) -> np.ndarray:
     """The personal model's call, except where the global model calls a class outside
-    ``personal_classes`` (names): there the global call stands."""
+    ``personal_classes`` (names): there the global call stands, unless its probability is at or
+    below that class's ``unseen_thresholds`` entry; then the personal model's best personal class."""
     global_calls = global_probabilities.argmax(axis=1)
-    return np.where(np.isin(CLASS_NAMES, personal_classes)[global_calls], personal_probabilities.argmax(axis=1), global_calls)
+    personal = np.isin(CLASS_NAMES, personal_classes)
+    calls = np.where(personal[global_calls], personal_probabilities.argmax(axis=1), global_calls)
+    doubted = np.zeros(calls.shape, bool)
+    for name, threshold in (unseen_thresholds or {}).items():
+        c = CLASS_NAMES.index(name)
+        doubted |= (global_calls == c) & (global_probabilities[:, c] <= threshold)
+    return np.where(doubted, np.where(personal, personal_probabilities, -np.inf).argmax(axis=1), calls)
+
+
+def unseen_thresholds(global_probabilities: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+    """Per class of ``classes`` the global model calls on >= BIASED_SHARE of these beats (known not
+    to be of it), its highest probability of that class on them."""
+    calls = global_probabilities.argmax(axis=1)
+    return {name: float(global_probabilities[:, c].max()) for name in classes
+            if np.mean(calls == (c := CLASS_NAMES.index(name))) >= BIASED_SHARE}
 
 
 def count_errors(predicted: np.ndarray, label: np.ndarray, trained: np.ndarray) -> int:
@@ -150,6 +182,8 @@ def personalize(
     seen = np.bincount(data.label, minlength=trained.size) > 0
     personal_classes = tuple(name for name, on in zip(CLASS_NAMES, seen) if on or recipe.unseen_classes == "personal")
     model.set_weights(global_weights)
+    unseen = tuple(name for name, on, t in zip(CLASS_NAMES, seen, trained) if t and not on and name not in personal_classes)
+    thresholds = unseen_thresholds(model.probabilities(fit.beat, fit.log_rr), unseen) if recipe.unseen_classes == "calibrated" else {}
     global_held = model.probabilities(held.beat, held.log_rr)
     global_errors = count_errors(global_held.argmax(axis=1), held.label, trained)
     best_loss, best_epoch, best, best_held = held_back_loss(global_held, held.label, weights), 0, np.asarray(global_weights, np.float32), global_held
@@ -172,10 +206,10 @@ def personalize(
         elif epoch - best_epoch >= recipe.patience:
             break
     model.set_weights(best)
-    personal_errors = count_errors(combined_classes(global_held, best_held, personal_classes), held.label, trained)
+    personal_errors = count_errors(combined_classes(global_held, best_held, personal_classes, thresholds), held.label, trained)
     keep = best_epoch > 0 and personal_errors <= global_errors
     return Personalization(
         weights=best if keep else np.asarray(global_weights, np.float32), kept="personal" if keep else "global", epochs=best_epoch,
-        personal_classes=personal_classes,
+        personal_classes=personal_classes, unseen_thresholds=thresholds if keep else {},
         fit_beats=len(fit), held_back_beats=len(held), held_back_errors_global=global_errors, held_back_errors_personal=personal_errors,
     )

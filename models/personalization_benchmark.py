@@ -22,7 +22,7 @@ from edge_runtime.beats import rr_model_input
 from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
-from edge_runtime.personalization import PersonalizationError, PersonalizationRecipe, combined_classes, personalize
+from edge_runtime.personalization import UNSEEN_CLASSES, PersonalizationError, PersonalizationRecipe, combined_classes, personalize
 from simulation.metrics import classification_report
 
 LABELLED_S = 300.0
@@ -74,7 +74,7 @@ def personalise_wearers(export: Path, table: BeatTable, recipe: PersonalizationR
             outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), global_probabilities.argmax(axis=1), hours, {"kept": "global", "reason": str(error)}))
             continue
         model.set_weights(result.weights)
-        personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), result.personal_classes)
+        personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), result.personal_classes, result.unseen_thresholds)
         outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), personal, hours, result.as_dict()))
     return outcomes
 
@@ -125,9 +125,9 @@ def selection_score(summary: dict) -> tuple[int, float]:
 
 def recipe_grid() -> dict[str, PersonalizationRecipe]:
     """The candidates selection compares: step size, which layers move, how much rare classes weigh,
-    and whether classes the labelled minutes lack keep the global call."""
+    and whether classes the labelled minutes lack keep the global call (always, above a calibrated threshold, never)."""
     grid = {}
-    for unseen in ("global", "personal"):
+    for unseen in UNSEEN_CLASSES:
         for learning_rate in (0.01, 0.03, 0.1):
             for moving in ("all", "dense", "logits"):
                 for power in (0.5, 1.0):

@@ -16,7 +16,7 @@ from edge_runtime.local_data import LocalData
 from edge_runtime.local_training import LocalTrainingConfig, train_locally
 from edge_runtime.manifest import Manifest
 from edge_runtime.personal_model import PERSONAL_FILE, PersonalClassifier
-from edge_runtime.personalization import PersonalizationRecipe, combined_classes, personalize
+from edge_runtime.personalization import PersonalizationRecipe, combined_classes, personalize, unseen_thresholds
 from edge_runtime.strip import classify_strip
 from tests.conftest import device
 
@@ -177,3 +177,26 @@ def test_a_class_the_labelled_minutes_lack_keeps_the_global_call():
     global_calls, personal_calls = eye[[1, 0, 2, 0]], eye[[0, 0, 0, 1]]  # global: S N V N; personal: N N N S
     learned = ("N", "V")  # the wearer's first minutes held N and V beats only
     assert combined_classes(global_calls, personal_calls, learned).tolist() == [1, 0, 0, 1]
+
+
+def test_a_calibrated_unseen_class_keeps_only_global_calls_above_its_false_calls_on_the_labelled_minutes():
+    eye = np.eye(5, dtype=np.float32)
+    global_probabilities = np.array([[0.3, 0.7, 0, 0, 0], [0.05, 0.95, 0, 0, 0], [0.2, 0.1, 0.7, 0, 0]], np.float32)  # S, S, V
+    personal_probabilities = np.array([[0.4, 0.5, 0.1, 0, 0], [0.9, 0.1, 0, 0, 0], [0.1, 0.1, 0.8, 0, 0]], np.float32)
+    learned = ("N", "V")
+    assert combined_classes(global_probabilities, personal_probabilities, learned).tolist() == [1, 1, 2]
+    # the labelled N/V beats held a global S call at 0.8: S at 0.7 is doubted and falls to the personal model's best
+    # learned class (N, although the personal model's own argmax is S); S at 0.95 stands
+    assert combined_classes(global_probabilities, personal_probabilities, learned, {"S": 0.8}).tolist() == [0, 1, 2]
+    assert combined_classes(eye[[1]], eye[[1]], learned, {"S": 1.0}).tolist() == [0]
+
+
+def test_only_a_systematic_false_call_of_an_unseen_class_raises_its_threshold():
+    normal = np.tile(np.array([[0.9, 0.1, 0, 0, 0]], np.float32), (100, 1))
+    one_odd_beat = normal.copy()
+    one_odd_beat[0] = [0.2, 0.8, 0, 0, 0]  # 1 % of the labelled beats called S: an outlier, no threshold
+    assert unseen_thresholds(one_odd_beat, ("S", "F")) == {}
+    biased = normal.copy()
+    biased[:6] = [0.4, 0.6, 0, 0, 0]
+    biased[6] = [0.3, 0.7, 0, 0, 0]  # 7 % called S: S calls must beat 0.7
+    assert unseen_thresholds(biased, ("S", "F")) == {"S": pytest.approx(0.7)}
