@@ -69,9 +69,7 @@ def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier:
 
 
 def rhythm_summary(r_samples: np.ndarray, fs_hz: float, classes: np.ndarray) -> dict:
-    """Heart rate, ectopic burdens and the share of beats in an irregular rhythm (where S calls
-    read N, edge_runtime.rhythm: an irregularly irregular rhythm is reported as such): what a
-    watch shows its wearer."""
+    """Heart rate and ectopic burdens of a strip: what a watch shows its wearer."""
     rr = np.diff(r_samples) / fs_hz
     counts = np.bincount(classes, minlength=len(CLASS_NAMES)) if classes.size else np.zeros(len(CLASS_NAMES), int)
     total = max(int(counts.sum()), 1)
@@ -81,6 +79,5 @@ def rhythm_summary(r_samples: np.ndarray, fs_hz: float, classes: np.ndarray) -> 
         "heart_rate_bpm": round(60.0 / float(np.median(rr)), 1) if rr.size else None,
         "pvc_burden_percent": round(100.0 * counts[CLASS_NAMES.index("V")] / total, 2),
         "s_burden_percent": round(100.0 * counts[CLASS_NAMES.index("S")] / total, 2),
-        "irregular_rhythm_percent": round(100.0 * float(irregular_rhythm(r_samples / fs_hz).mean()), 2) if r_samples.size else 0.0,
         "counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
     }
