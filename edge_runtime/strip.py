@@ -10,7 +10,6 @@ from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
 from edge_runtime.detector import detect_r_peaks
 from edge_runtime.quality import MIN_STRIP_S, StripQuality, assess_quality
-from edge_runtime.rhythm import irregular_rhythm, without_s_in_irregular_rhythm
 
 
 class BeatClassifier(Protocol):
@@ -53,8 +52,7 @@ class ClassifiedStrip:
 
 def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier: BeatClassifier, *, quality_gate: bool = True) -> ClassifiedStrip:
     """Detect, judge quality, and classify the beats inside usable stretches (every beat with
-    ``quality_gate=False``, which benchmarks use to measure what the gate prevents); S inside an
-    irregular rhythm reads N (edge_runtime.rhythm)."""
+    ``quality_gate=False``, which benchmarks use to measure what the gate prevents)."""
     peaks = detect_r_peaks(signal, fs_hz) if signal.size >= MIN_STRIP_S * fs_hz else np.zeros(0, np.int64)
     quality = assess_quality(signal, fs_hz, peaks)
     none = np.zeros(0, np.int64)
@@ -64,7 +62,7 @@ def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier:
     keep = quality.usable_beats(peaks[beats.index], fs_hz) if quality_gate else np.ones(beats.index.size, bool)
     if not keep.any():
         return ClassifiedStrip(quality, peaks, none, none)
-    classes = without_s_in_irregular_rhythm(classifier.classes(beats.beat[keep], beats.log_rr[keep]), irregular_rhythm(peaks / fs_hz)[beats.index[keep]])
+    classes = classifier.classes(beats.beat[keep], beats.log_rr[keep])
     return ClassifiedStrip(quality, peaks, beats.index[keep], classes)
 
 

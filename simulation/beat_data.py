@@ -11,7 +11,6 @@ from datasets.loading import cache_root, load_split
 from datasets.splits import resolve_data_dir
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
-from edge_runtime.rhythm import irregular_rhythm, without_s_in_irregular_rhythm
 from simulation.config import SimulationConfig
 
 PUBLIC_REFERENCE_SEED = 0x9B11C  # a synthetic population of its own, not a run's training people
@@ -38,19 +37,3 @@ def public_reference() -> BeatTable:
 def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """(beat float32[n, window, 2], log_rr float32[n, 8]) for the selected beats."""
     return table.windows[index], rr_model_input(table.rr[index])
-
-
-def irregular_beats(table: BeatTable) -> np.ndarray:
-    """bool[n]: each beat's irregular-rhythm flag, from its person's beat times as a watch would."""
-    irregular = np.zeros(len(table), bool)
-    for index in range(len(table.patients)):
-        rows = np.flatnonzero(table.patient == index)
-        rows = rows[np.argsort(table.time_s[rows], kind="stable")]
-        irregular[rows] = irregular_rhythm(table.time_s[rows])
-    return irregular
-
-
-def calls(table: BeatTable, scores: np.ndarray) -> np.ndarray:
-    """The classes a wearer would see for ``table``'s beats from the model's scores (logits or
-    probabilities, [n, classes]): the argmax, then the irregular-rhythm gate of the watch."""
-    return without_s_in_irregular_rhythm(scores.argmax(axis=1), irregular_beats(table))
