@@ -69,7 +69,7 @@ def run_infer(args: argparse.Namespace) -> dict:
     result = {"quality": quality.as_dict(), "unreadable": quality.unreadable, "summary": None, "beats": []}
     if quality.unreadable:
         return result
-    result["summary"] = rhythm_summary(strip.r_samples[quality.usable_beats(strip.r_samples, fs)], fs, strip.classes)
+    result["summary"] = rhythm_summary(strip.r_samples[quality.usable_beats(strip.r_samples, fs)], fs, strip.classes, strip.af_like)
     result["beats"] = [{"r_sample": int(strip.r_samples[i]), "class": CLASS_NAMES[c]} for i, c in zip(strip.classified, strip.classes)]
     return result
 

@@ -3,7 +3,8 @@
 Each wearer's beats of the first ``labelled_s`` seconds are the labels a clinician gives the
 watch; everything after is scored, for the global model and the personal model on the same
 beats. Personalisation runs exactly as on the watch (edge_runtime.personalization through
-the TFLite train signature). Selection scores candidate recipes on validation people of the
+the TFLite train signature), and both models' calls pass the watch's AF gate
+(edge_runtime.rhythm). Selection scores candidate recipes on validation people of the
 training side, each with the global model of a run that never saw them; the report reads DS2.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
 from edge_runtime.personalization import UNSEEN_CLASSES, PersonalizationError, PersonalizationRecipe, combined_classes, personalize
+from edge_runtime.rhythm import atrial_activity, fibrillation_like, rr_irregularity, without_s_in_fibrillation
 from simulation.metrics import classification_report
 
 LABELLED_S = 300.0
@@ -44,10 +46,15 @@ class WearerOutcome:
     personalization: dict
 
 
+def wearer_rows(table: BeatTable, index: int) -> np.ndarray:
+    """One person's rows of ``table`` in time order."""
+    rows = np.flatnonzero(table.patient == index)
+    return rows[np.argsort(table.time_s[rows], kind="stable")]
+
+
 def wearer_split(table: BeatTable, index: int, labelled_s: float) -> tuple[LocalData, LocalData, float]:
     """(labelled first minutes, scored remainder, scored hours) of one person, in time order."""
-    rows = np.flatnonzero(table.patient == index)
-    rows = rows[np.argsort(table.time_s[rows], kind="stable")]
+    rows = wearer_rows(table, index)
     data = LocalData(table.windows[rows], rr_model_input(table.rr[rows]), table.labels[rows].astype(np.int32))
     labelled = table.time_s[rows] < labelled_s
     later_times = table.time_s[rows][~labelled]
@@ -66,16 +73,18 @@ def personalise_wearers(export: Path, table: BeatTable, recipe: PersonalizationR
         labelled, later, hours = wearer_split(table, index, labelled_s)
         if not len(later):
             continue  # a recording no longer than the labelled minutes: nothing to score
+        fibrillation = fibrillation_like(rr_irregularity(table.time_s[wearer_rows(table, index)])[len(labelled):], atrial_activity(later.beat))
         model.set_weights(global_weights)
         global_probabilities = model.probabilities(later.beat, later.log_rr)
+        global_calls = without_s_in_fibrillation(global_probabilities.argmax(axis=1), fibrillation)
         try:
             result = personalize(model, global_weights, labelled, base_class_weights=base_class_weights, layout=manifest.layout, recipe=recipe)
         except PersonalizationError as error:  # the watch keeps the global model and says why
-            outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), global_probabilities.argmax(axis=1), hours, {"kept": "global", "reason": str(error)}))
+            outcomes.append(WearerOutcome(name, later.label, global_calls, global_calls, hours, {"kept": "global", "reason": str(error)}))
             continue
         model.set_weights(result.weights)
         personal = combined_classes(global_probabilities, model.probabilities(later.beat, later.log_rr), result.personal_classes, result.unseen_thresholds)
-        outcomes.append(WearerOutcome(name, later.label, global_probabilities.argmax(axis=1), personal, hours, result.as_dict()))
+        outcomes.append(WearerOutcome(name, later.label, global_calls, without_s_in_fibrillation(personal, fibrillation), hours, result.as_dict()))
     return outcomes
 
 

@@ -11,6 +11,7 @@ from datasets.loading import cache_root, load_split
 from datasets.splits import resolve_data_dir
 from datasets.synthetic import write_synthetic_dataset
 from edge_runtime.beats import rr_model_input
+from edge_runtime.rhythm import atrial_activity, fibrillation_like, rr_irregularity, without_s_in_fibrillation
 from simulation.config import SimulationConfig
 
 PUBLIC_REFERENCE_SEED = 0x9B11C  # a synthetic population of its own, not a run's training people
@@ -37,3 +38,20 @@ def public_reference() -> BeatTable:
 def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """(beat float32[n, window, 2], log_rr float32[n, 8]) for the selected beats."""
     return table.windows[index], rr_model_input(table.rr[index])
+
+
+def fibrillation_beats(table: BeatTable) -> np.ndarray:
+    """bool[n]: which beats sit in an AF-like rhythm (edge_runtime.rhythm), from each person's beat
+    times and the model's own inputs, as a watch computes it."""
+    irregularity = np.zeros(len(table))
+    for index in range(len(table.patients)):
+        rows = np.flatnonzero(table.patient == index)
+        rows = rows[np.argsort(table.time_s[rows], kind="stable")]
+        irregularity[rows] = rr_irregularity(table.time_s[rows])
+    return fibrillation_like(irregularity, atrial_activity(table.windows))
+
+
+def calls(table: BeatTable, scores: np.ndarray) -> np.ndarray:
+    """The classes a wearer would see for ``table``'s beats from the model's scores (logits or
+    probabilities, [n, classes]): the argmax, then the watch's AF gate."""
+    return without_s_in_fibrillation(scores.argmax(axis=1), fibrillation_beats(table))

@@ -29,7 +29,7 @@ from models.edge_trainable import weight_layout
 from simulation.accounting import ACCOUNTANT, dp_epsilon, noise_for_epsilon
 from simulation.algorithms import build_fedadam, build_fedavg, server_optimizer
 from simulation.availability import AvailabilityModel
-from simulation.beat_data import data_directory, model_inputs, public_reference
+from simulation.beat_data import calls, data_directory, model_inputs, public_reference
 from simulation.compression import CompressedMeanFactory
 from simulation.config import ConfigError, SimulationConfig
 from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_aggregator
@@ -70,7 +70,7 @@ def evaluate(model: tf.keras.Model, table: BeatTable, weights: np.ndarray) -> di
     """Clinical metrics (pooled and per person) and the class-weighted loss on ``table``."""
     logits = model.predict(model_inputs(table), batch_size=4096, verbose=0)
     loss = WeightedCrossEntropy(weights)(table.labels.astype(np.int32), logits)
-    predictions = logits.argmax(axis=1)
+    predictions = calls(table, logits)
     report = classification_report(table.labels, predictions)
     return {"loss": float(loss), **report, "per_record": per_record_report(table.labels, predictions, table.patient, table.patients)}
 

@@ -65,6 +65,16 @@ def test_noise_inside_a_strip_takes_only_its_stretch(exported, mitdb, tmp_path):
     assert all(not 10 * FS <= b["r_sample"] < 20 * FS for b in report["beats"])
 
 
+def test_atrial_fibrillation_is_reported_as_an_af_like_rhythm_not_as_s_beats(exported, mitdb, tmp_path):
+    """Record 203 (DS1) is in atrial fibrillation throughout; 100 is sinus rhythm."""
+    _, out, _ = exported
+    fibrillation = json.loads(infer_strip(out, tmp_path, read_record(mitdb / "203").signal[: int(30 * FS)]).stdout)
+    assert fibrillation["summary"]["af_like_percent"] > 90 and fibrillation["summary"]["s_burden_percent"] == 0
+    assert fibrillation["beats"] and all(b["class"] != "S" for b in fibrillation["beats"])
+    sinus = json.loads(infer_strip(out, tmp_path, read_record(mitdb / "100").signal[: int(30 * FS)]).stdout)
+    assert sinus["summary"]["af_like_percent"] == 0
+
+
 @pytest.mark.parametrize("fs, message", [("0", "not supported"), ("-300", "not supported"), ("nan", "not supported"), ("50", "not supported")])
 def test_bad_sampling_rates_are_one_line_errors(exported, tmp_path, fs, message):
     _, out, _ = exported
