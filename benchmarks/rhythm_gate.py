@@ -25,12 +25,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from datasets.beat_table import BeatTable  # noqa: E402
 from datasets.loading import load_people, load_split  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 from edge_runtime.interpreter import TrainableModel  # noqa: E402
-from edge_runtime.rhythm import IRREGULAR_NRMSSD, WEAK_ATRIAL_ACTIVITY, atrial_activity, rr_irregularity  # noqa: E402
-from simulation.beat_data import model_inputs  # noqa: E402
+from edge_runtime.rhythm import IRREGULAR_NRMSSD, WEAK_ATRIAL_ACTIVITY  # noqa: E402
+from simulation.beat_data import model_inputs, rhythm_features  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
 
@@ -40,13 +39,6 @@ IRREGULARITY = (0.15, 0.2, 0.25, 0.3, 0.4, float("inf"))
 ATRIAL = (0.08, 0.1, 0.12, 0.15, 0.2, 0.25, float("inf"))
 MAX_HIDDEN_S = 0.05
 S, N = 1, 0
-
-
-def rhythm_features(table: BeatTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(time order of the rows, irregularity, atrial activity), each person's beats in time order."""
-    order = np.lexsort((table.time_s, table.patient))
-    irregularity = np.concatenate([rr_irregularity(table.time_s[order][table.patient[order] == i]) for i in range(len(table.patients))])
-    return order, irregularity, atrial_activity(table.windows[order])
 
 
 def s_scores(labels: np.ndarray, predictions: np.ndarray) -> dict:
@@ -68,12 +60,10 @@ def main() -> int:
     per_fold = {}
     for k, export in sorted(exports.items()):
         table = ds1.of_patients(folds[k])
-        order, irregularity, atrial = rhythm_features(table)
-        beat, log_rr = model_inputs(table, order)
-        per_fold[k] = (table.labels[order], TrainableModel(export / "model_train.tflite").probabilities(beat, log_rr).argmax(axis=1), irregularity, atrial)
+        per_fold[k] = (table.labels, TrainableModel(export / "model_train.tflite").probabilities(*model_inputs(table)).argmax(axis=1), *rhythm_features(table))
     svdb = load_people(args.svdb)
-    order, svdb_irregularity, svdb_atrial = rhythm_features(svdb)
-    svdb_s = svdb.labels[order] == S
+    svdb_irregularity, svdb_atrial = rhythm_features(svdb)
+    svdb_s = svdb.labels == S
     labels = np.concatenate([f[0] for f in per_fold.values()])
     candidates = {}
     for irregular, weak in itertools.product(IRREGULARITY, ATRIAL):

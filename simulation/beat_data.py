@@ -40,15 +40,20 @@ def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> t
     return table.windows[index], rr_model_input(table.rr[index])
 
 
-def fibrillation_beats(table: BeatTable) -> np.ndarray:
-    """bool[n]: which beats sit in an AF-like rhythm (edge_runtime.rhythm), from each person's beat
-    times and the model's own inputs, as a watch computes it."""
+def rhythm_features(table: BeatTable) -> tuple[np.ndarray, np.ndarray]:
+    """(RR irregularity, atrial activity) of each row (edge_runtime.rhythm), from each person's
+    beat times in time order and the model's own inputs, as a watch computes them."""
     irregularity = np.zeros(len(table))
     for index in range(len(table.patients)):
         rows = np.flatnonzero(table.patient == index)
         rows = rows[np.argsort(table.time_s[rows], kind="stable")]
         irregularity[rows] = rr_irregularity(table.time_s[rows])
-    return fibrillation_like(irregularity, atrial_activity(table.windows))
+    return irregularity, atrial_activity(table.windows)
+
+
+def fibrillation_beats(table: BeatTable) -> np.ndarray:
+    """bool[n]: which beats sit in an AF-like rhythm."""
+    return fibrillation_like(*rhythm_features(table))
 
 
 def calls(table: BeatTable, scores: np.ndarray) -> np.ndarray:
