@@ -8,7 +8,7 @@
           the device cost of one personalisation in the device-only venv.
 
 Usage:
-  python benchmarks/personalization.py select --fold-export 0=DIR --fold-export 1=DIR --fold-export 2=DIR [--data-dir DIR]
+  python benchmarks/personalization.py select [--fold-export K=DIR ...] [--data-dir DIR]   (default: benchmarks/validation_folds.py's exports)
   python benchmarks/personalization.py report --model EXPORT [--data-dir DIR] [--seeds 0,1,2] [--device-python .venv-device/bin/python]
 Writes benchmarks/results/personalization_selection.json, or personalization.json and personalization_per_wearer.png.
 """
@@ -29,6 +29,9 @@ from edge_runtime.manifest import Manifest  # noqa: E402
 from edge_runtime.personalization import PersonalizationRecipe  # noqa: E402
 from models.personalization_benchmark import format_table, plot_per_wearer, report, select_recipe  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from validation_folds import fold_exports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SELECTION = RESULTS / "personalization_selection.json"
@@ -59,9 +62,9 @@ def main() -> int:
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     if args.mode == "select":
-        if not args.fold_export:
-            parser.error("select needs --fold-export K=DIR for at least one fold")
-        exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export)}
+        exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export or fold_exports())}
+        if not exports:
+            parser.error("no fold models: build them with python benchmarks/validation_folds.py, or pass --fold-export K=DIR")
         ds1, folds = validation_wearers(args.data_dir)
         result = select_recipe(ds1, exports, folds)
         result = {"protocol": __doc__.split("\n\n")[1].split("report:")[0].strip(), "folds": {str(k): list(folds[k]) for k in exports},

@@ -10,7 +10,8 @@ is judged on them). Chosen: the best pooled S F1 among pairs hiding at most MAX_
 the svdb S beats (an RR-only gate, the first version, hid 51 % of them: runs of premature
 atrial beats and pauses are irregular too). It must be edge_runtime.rhythm's constants.
 
-Usage: python benchmarks/rhythm_gate.py --fold-export 0=DIR ... --fold-export 4=DIR [--data-dir DIR] [--svdb DIR]
+Usage: python benchmarks/rhythm_gate.py [--fold-export 0=DIR ... --fold-export 4=DIR] [--data-dir DIR] [--svdb DIR]
+(default: the fold exports `benchmarks/validation_folds.py` writes)
 Writes benchmarks/results/rhythm_gate.json.
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ from simulation.beat_data import model_inputs, rhythm_features  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from validation_folds import fold_exports  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 FOLDS = 5
 IRREGULARITY = (0.15, 0.2, 0.25, 0.3, 0.4, float("inf"))
@@ -50,11 +54,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=default_mitdb_dir())
     parser.add_argument("--svdb", type=Path, default=shared_database_dir("svdb"))
-    parser.add_argument("--fold-export", action="append", default=[], metavar="K=DIR", required=True)
+    parser.add_argument("--fold-export", action="append", default=[], metavar="K=DIR", help="fold K's global model export (default: runs/validation_folds)")
     args = parser.parse_args()
     if args.data_dir is None or args.svdb is None:
         parser.error("needs MIT-BIH (--data-dir or FEDBEAT_DATA) and svdb (--svdb)")
-    exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export)}
+    exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export or fold_exports())}
+    if not exports:
+        parser.error("no fold models: build them with python benchmarks/validation_folds.py, or pass --fold-export K=DIR")
     ds1 = load_split(args.data_dir, "DS1")  # DS1 only: DS2 is not read here
     folds = validation_people(ds1, folds=FOLDS, seed=0)
     per_fold = {}
@@ -76,7 +82,7 @@ def main() -> int:
         }
     safe = [name for name, row in candidates.items() if row["svdb_S_hidden"] <= MAX_HIDDEN_S]
     chosen = max(safe, key=lambda name: candidates[name]["pooled_S"]["f1"])
-    result = {"protocol": __doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2], "folds": {str(k): list(folds[k]) for k in exports},
+    result = {"protocol": __doc__.split("\n\n")[1], "folds": {str(k): list(folds[k]) for k in exports},
               "svdb_S_beats": int(svdb_s.sum()), "max_hidden_S": MAX_HIDDEN_S, "chosen": chosen, "candidates": candidates}
     (RESULTS / "rhythm_gate.json").write_text(json.dumps(result, indent=2) + "\n")
     for name, row in sorted(candidates.items(), key=lambda item: -item[1]["pooled_S"]["f1"])[:12]:
