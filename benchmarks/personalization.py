@@ -62,7 +62,7 @@ def main() -> int:
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     if args.mode == "select":
-        exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export or fold_exports())}
+        exports = fold_exports(args.fold_export)
         if not exports:
             parser.error("no fold models: build them with python benchmarks/validation_folds.py, or pass --fold-export K=DIR")
         ds1, folds = validation_wearers(args.data_dir)

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from datasets.loading import load_people, load_split  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 from edge_runtime.interpreter import TrainableModel  # noqa: E402
-from edge_runtime.rhythm import IRREGULAR_NRMSSD, WEAK_ATRIAL_ACTIVITY  # noqa: E402
+from edge_runtime.aami import CLASS_NAMES  # noqa: E402
+from edge_runtime.rhythm import IRREGULAR_NRMSSD, WEAK_ATRIAL_ACTIVITY, fibrillation_like, without_s_in_fibrillation  # noqa: E402
 from simulation.beat_data import model_inputs, rhythm_features  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
@@ -42,7 +43,7 @@ FOLDS = 5
 IRREGULARITY = (0.15, 0.2, 0.25, 0.3, 0.4, float("inf"))
 ATRIAL = (0.08, 0.1, 0.12, 0.15, 0.2, 0.25, float("inf"))
 MAX_HIDDEN_S = 0.05
-S, N = 1, 0
+S = CLASS_NAMES.index("S")
 
 
 def s_scores(labels: np.ndarray, predictions: np.ndarray) -> dict:
@@ -58,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.data_dir is None or args.svdb is None:
         parser.error("needs MIT-BIH (--data-dir or FEDBEAT_DATA) and svdb (--svdb)")
-    exports = {int(k): Path(d) for k, d in (item.split("=", 1) for item in args.fold_export or fold_exports())}
+    exports = fold_exports(args.fold_export)
     if not exports:
         parser.error("no fold models: build them with python benchmarks/validation_folds.py, or pass --fold-export K=DIR")
     ds1 = load_split(args.data_dir, "DS1")  # DS1 only: DS2 is not read here
@@ -73,10 +74,11 @@ def main() -> int:
     labels = np.concatenate([f[0] for f in per_fold.values()])
     candidates = {}
     for irregular, weak in itertools.product(IRREGULARITY, ATRIAL):
-        gated = {k: np.where((calls == S) & (irr > irregular) & (atr < weak), N, calls) for k, (_, calls, irr, atr) in per_fold.items()}
+        thresholds = {"irregular": irregular, "weak": weak}
+        gated = {k: without_s_in_fibrillation(calls, fibrillation_like(irr, atr, **thresholds)) for k, (_, calls, irr, atr) in per_fold.items()}
         candidates[f"irregularity > {irregular}, atrial activity < {weak}"] = {
             "irregularity": irregular, "atrial_activity": weak,
-            "svdb_S_hidden": float(np.mean((svdb_irregularity[svdb_s] > irregular) & (svdb_atrial[svdb_s] < weak))),
+            "svdb_S_hidden": float(np.mean(fibrillation_like(svdb_irregularity, svdb_atrial, **thresholds)[svdb_s])),
             "pooled_S": s_scores(labels, np.concatenate(list(gated.values()))),
             "folds_S_f1": {str(k): s_scores(per_fold[k][0], gated[k])["f1"] for k in gated},
         }

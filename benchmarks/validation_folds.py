@@ -28,9 +28,12 @@ FOLDS = 5
 DEFAULT_OUT = ROOT / "runs" / "validation_folds"
 
 
-def fold_exports(out: Path = DEFAULT_OUT) -> list[str]:
-    """``K=DIR`` for every fold export under ``out``: what the selection scripts' --fold-export takes."""
-    return [f"{k}={out / f'fold{k}' / 'export'}" for k in range(FOLDS) if (out / f"fold{k}" / "export" / "manifest.json").is_file()]
+def fold_exports(given: list[str], out: Path = DEFAULT_OUT) -> dict[int, Path]:
+    """Fold -> export directory: the selection scripts' ``--fold-export K=DIR`` items, else every
+    fold export under ``out`` (empty when neither exists)."""
+    if given:
+        return {int(k): Path(d) for k, d in (item.split("=", 1) for item in given)}
+    return {k: out / f"fold{k}" / "export" for k in range(FOLDS) if (out / f"fold{k}" / "export" / "manifest.json").is_file()}
 
 
 def main() -> int:

@@ -38,7 +38,7 @@ MIN_BEATS = 60
 
 UNSEEN_CLASSES = {
     "global": "the global model's call of a class the labelled minutes lack stands",
-    "calibrated": "as global, but where the global model called it on >= 5 % of the labelled beats, only above its highest probability of it there",
+    "calibrated": f"as global, but where the global model called it on >= {BIASED_SHARE:.0%} of the labelled beats, only above its highest probability of it there",
     "personal": "no exception: the personal model decides every beat",
 }
 
@@ -182,7 +182,7 @@ def personalize(
     seen = np.bincount(data.label, minlength=trained.size) > 0
     personal_classes = tuple(name for name, on in zip(CLASS_NAMES, seen) if on or recipe.unseen_classes == "personal")
     model.set_weights(global_weights)
-    unseen = tuple(name for name, on, t in zip(CLASS_NAMES, seen, trained) if t and not on and name not in personal_classes)
+    unseen = tuple(name for name, on, t in zip(CLASS_NAMES, seen, trained) if t and not on)
     thresholds = unseen_thresholds(model.probabilities(fit.beat, fit.log_rr), unseen) if recipe.unseen_classes == "calibrated" else {}
     global_held = model.probabilities(held.beat, held.log_rr)
     global_errors = count_errors(global_held.argmax(axis=1), held.label, trained)

@@ -57,18 +57,17 @@ def rr_irregularity(r_times_s: np.ndarray, context: int = BeatSpec().rr_average_
 def atrial_activity(beat: np.ndarray, spec: BeatSpec = BeatSpec()) -> np.ndarray:
     """float[n]: the P wave's size in the wearer's median beat around each beat, from the model's
     input (float[n, window, 2]: z-scored window, window minus the wearer template)."""
-    template = np.asarray(beat[:, :, 0], np.float64) - np.asarray(beat[:, :, 1], np.float64)
     lo, hi = (spec.before + int(round(s * spec.fs_hz)) for s in P_WAVE_S)
-    segment = template[:, lo:hi]
+    segment = np.asarray(beat[:, lo:hi, 0], np.float64) - np.asarray(beat[:, lo:hi, 1], np.float64)  # the template there
     x = np.arange(hi - lo) - (hi - lo - 1) / 2.0
     centred = segment - segment.mean(axis=1, keepdims=True)
     residual = centred - np.outer(centred @ x / (x @ x), x)  # without the baseline's slope
     return residual.max(axis=1) - residual.min(axis=1)
 
 
-def fibrillation_like(irregularity: np.ndarray, atrial: np.ndarray) -> np.ndarray:
-    """bool: an irregular rhythm without a P wave."""
-    return (np.asarray(irregularity) > IRREGULAR_NRMSSD) & (np.asarray(atrial) < WEAK_ATRIAL_ACTIVITY)
+def fibrillation_like(irregularity: np.ndarray, atrial: np.ndarray, *, irregular: float = IRREGULAR_NRMSSD, weak: float = WEAK_ATRIAL_ACTIVITY) -> np.ndarray:
+    """bool: an irregular rhythm without a P wave (other thresholds: for their selection only)."""
+    return (np.asarray(irregularity) > irregular) & (np.asarray(atrial) < weak)
 
 
 def without_s_in_fibrillation(classes: np.ndarray, fibrillation: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
 from edge_runtime.personalization import UNSEEN_CLASSES, PersonalizationError, PersonalizationRecipe, combined_classes, personalize
-from edge_runtime.rhythm import atrial_activity, fibrillation_like, rr_irregularity, without_s_in_fibrillation
+from edge_runtime.rhythm import without_s_in_fibrillation
+from simulation.beat_data import fibrillation_beats
 from simulation.metrics import classification_report
 
 LABELLED_S = 300.0
@@ -68,12 +69,13 @@ def personalise_wearers(export: Path, table: BeatTable, recipe: PersonalizationR
     model = TrainableModel(export / "model_train.tflite")
     global_weights = model.get_weights()
     base_class_weights = np.array(manifest.class_weights, np.float32)
+    af_like = fibrillation_beats(table)
     outcomes = []
     for index, name in enumerate(table.patients):
         labelled, later, hours = wearer_split(table, index, labelled_s)
         if not len(later):
             continue  # a recording no longer than the labelled minutes: nothing to score
-        fibrillation = fibrillation_like(rr_irregularity(table.time_s[wearer_rows(table, index)])[len(labelled):], atrial_activity(later.beat))
+        fibrillation = af_like[wearer_rows(table, index)][len(labelled):]
         model.set_weights(global_weights)
         global_probabilities = model.probabilities(later.beat, later.log_rr)
         global_calls = without_s_in_fibrillation(global_probabilities.argmax(axis=1), fibrillation)
