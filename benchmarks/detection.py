@@ -43,11 +43,11 @@ def plot_noise(result: dict, path: Path) -> None:
 
 
 def table(result: dict) -> str:
-    lines = ["| row | fedbeat Se | fedbeat +P | XQRS Se | XQRS +P |", "|---|---|---|---|---|"]
+    lines = ["| row | fedbeat Se | fedbeat +P | XQRS Se | XQRS +P | usable stretches: Se | +P | beats covered |", "|---|---|---|---|---|---|---|---|"]
     for row, entry in result["rows"].items():
-        ours, theirs = entry["fedbeat"], entry.get("xqrs")
+        ours, theirs, usable = entry["fedbeat"], entry.get("xqrs"), entry["fedbeat usable"]
         other = f"{theirs['se']:.2f} | {theirs['ppv']:.2f}" if theirs else "- | -"
-        lines.append(f"| {row} | {ours['se']:.2f} | {ours['ppv']:.2f} | {other} |")
+        lines.append(f"| {row} | {ours['se']:.2f} | {ours['ppv']:.2f} | {other} | {usable['se']:.2f} | {usable['ppv']:.2f} | {usable['coverage']:.1f} % |")
     return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from datasets.detection_benchmark import Strip, add_noise, read_strip, score
+from datasets.detection_benchmark import Strip, add_noise, gross, read_strip, score
+from edge_runtime.detector import detect_r_peaks
 from datasets.noise_stress import noisy_periods
 from datasets.splits import shared_database_dir
 
@@ -35,7 +36,21 @@ def test_generated_noise_matches_nstdb_records(mitdb, nstdb, record, snr):
 def test_scoring_matches_within_150_ms_and_leaves_out_flutter():
     strip = Strip("s", np.zeros(10_000), 360.0, beats=np.array([1000, 2000, 3000, 8000]), excluded=[(7000, 9000)])
     counts = score(strip, np.array([1040, 2100, 5000, 8000, 8500]))  # 2100 is 278 ms late; 8000/8500 inside flutter
-    assert counts == {"tp": 1, "fn": 2, "fp": 2}
+    assert counts == {"tp": 1, "fn": 2, "fp": 2, "beats": 3}
+
+
+def test_usable_scoring_leaves_out_what_the_quality_gate_calls_unreadable(mitdb):
+    record = read_strip(mitdb / "100", None, "100")
+    n = int(60 * record.fs_hz)
+    signal = record.signal[:n].copy()
+    signal[n // 2:] = signal[n // 2]  # the second half: a flat line (lead off), its annotated beats unseen
+    strip = Strip("100 half flat", signal, record.fs_hz, record.beats[record.beats < n], [])
+    detected = detect_r_peaks(signal, record.fs_hz)
+    everything, usable = score(strip, detected), score(strip, detected, usable_only=True)
+    in_first_half = int((strip.beats < n // 2).sum())
+    assert everything["beats"] == strip.beats.size and everything["fn"] >= strip.beats.size - in_first_half
+    assert usable["beats"] == in_first_half and usable["fn"] == 0 and usable["fp"] == 0
+    assert gross([usable], everything["beats"])["coverage"] == round(100.0 * in_first_half / strip.beats.size, 3)
 
 
 def test_fedbeat_bench_detect_quick_reports_every_row(mitdb, nstdb):
