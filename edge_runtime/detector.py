@@ -21,7 +21,8 @@ DETECTION_FS_HZ = 125.0
 LEVEL_STEP_CAP = 2.0
 """A detected peak moves the signal level as if at most this many times the level: in a run of
 large PVCs among small normal beats (MIT-BIH V1 of 106, 221) the level stays where the normal
-beats pass the threshold (4 missed them: lead 2 FN 3,300 -> 2,714, lead 1 441 -> 398)."""
+beats pass the threshold (beats missed at 4x -> 2x: lead 2 3,300 -> 2,714, lead 1 441 -> 398;
+1.5x let 108's tall T waves in, lead 1 false detections 343 -> 1,753)."""
 LEARNING_S = 4.0
 """The thresholds start from the largest peak of the first LEARNING_S (Pan-Tompkins: 2 s). A
 30 s strip that opens in a 3-6 s pause (DS2 record 232) gave 2 s of flat baseline, a tiny
@@ -30,7 +31,7 @@ records) errors fall with a longer start (FN+FP 966 / 393 at 2 s, 960 / 387 at 4
 at 8 s), but from 6 s on two 30 s strips of nstdb's baseline-wander noise pass the quality gate
 (tests/edge_runtime/test_quality.py): 4 s is the longest that keeps noise unreadable."""
 QRS_HALF_WIDTH_S = 0.06
-"""R sits this close to the QRS's steepest slope; the largest deflection anywhere in the
+"""Half a QRS: R sits this close to the QRS's steepest slope; the largest deflection anywhere in the
 integration window was often a tall T wave or an S trough 150-200 ms away (V1 of 106, 209)."""
 RECOVERY_S = 2.0
 """After this long without a beat (and none at half threshold), the signal level halves every
@@ -132,8 +133,8 @@ def _regular_interval(rr: float, history: list[float]) -> float:
 
 def _locate_on_lead(peaks: np.ndarray, lead: np.ndarray, derivative: np.ndarray, window: int) -> np.ndarray:
     """Move each integrator peak (which lags the QRS) to the QRS: the steepest QRS-band slope
-    before it, then the largest |deflection| of the lead within QRS_HALF_WIDTH_S of that slope (not a tall
-    T wave or a baseline swing elsewhere in the window)."""
+    before it, then the largest |deflection| of the lead within QRS_HALF_WIDTH_S of that slope
+    (not a tall T wave or a baseline swing elsewhere in the window)."""
     near = int(round(QRS_HALF_WIDTH_S * DETECTION_FS_HZ))
     located = np.empty_like(peaks)
     for k, peak in enumerate(peaks):

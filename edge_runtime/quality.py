@@ -31,6 +31,7 @@ import dataclasses
 
 import numpy as np
 
+from edge_runtime.detector import QRS_HALF_WIDTH_S
 from edge_runtime.filters import bandpass_resample
 
 MIN_STRIP_S = 10.0
@@ -42,7 +43,6 @@ HEART_RATE_BPM = (24.0, 240.0)
 MIN_QRS_TWIN_CORRELATION = 0.9
 MIN_KURTOSIS = 3.5
 MIN_QRS_POWER_SHARE = 0.3
-_QRS_HALF_WIDTH_S = 0.06
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ def qrs_twin_correlation(lead: np.ndarray, peaks: np.ndarray, fs_hz: float) -> f
     Heartbeats repeat: every normal beat has normal twins and every PVC of a bigeminy has PVC
     twins (0.96 or more in 99.5 % of training-side stretches), while detections in noise
     resemble nothing in particular (white noise: under 0.8)."""
-    half = int(round(_QRS_HALF_WIDTH_S * fs_hz))
+    half = int(round(QRS_HALF_WIDTH_S * fs_hz))
     peaks = peaks[(peaks >= half) & (peaks + half < lead.size)]
     if peaks.size < 3:
         return 0.0
