@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/detection.py [--data-dir DIR] [--quick] [--check]
 Writes benchmarks/results/detection.json and detection_noise.png (Se and +P against SNR for each
-noise). --check exits 1 unless fedbeat's detector meets detection_benchmark.TARGETS (the full
+noise; dotted: only the stretches the quality gate calls usable, and the share of beats they
+hold). --check exits 1 unless fedbeat's detector meets detection_benchmark.TARGETS (the full
 run; --quick scores 4 records per database and skips XQRS, for CI).
 """
 from __future__ import annotations
@@ -27,11 +28,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def plot_noise(result: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(NOISES), figsize=(4 * len(NOISES), 3.4), sharey=True)
     for axis, noise in zip(axes, NOISES):
-        for detector, style in (("fedbeat", "-"), ("xqrs", "--")):
+        for detector, style in (("fedbeat", "-"), ("xqrs", "--"), ("fedbeat usable", ":")):
             rows = [result["rows"].get(f"nst {noise} {snr} dB", {}).get(detector) for snr in SNRS_DB]
             if all(rows):
                 axis.plot(SNRS_DB, [r["se"] for r in rows], style, marker="o", label=f"{detector} Se")
                 axis.plot(SNRS_DB, [r["ppv"] for r in rows], style, marker="s", label=f"{detector} +P")
+                if "coverage" in rows[0]:
+                    axis.plot(SNRS_DB, [r["coverage"] for r in rows], style, marker="^", color="grey", label="beats in usable stretches")
         axis.set_title(f"MIT-BIH 118+119 with nstdb {noise}")
         axis.set_xlabel("SNR (dB)")
         axis.invert_xaxis()
