@@ -6,9 +6,9 @@ import pytest
 import wfdb
 
 from datasets.detection_benchmark import Strip, add_noise, gross, read_strip, score
-from edge_runtime.detector import detect_r_peaks
 from datasets.noise_stress import noisy_periods
 from datasets.splits import shared_database_dir
+from edge_runtime.detector import detect_r_peaks
 
 
 @pytest.fixture(scope="module")

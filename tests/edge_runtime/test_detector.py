@@ -73,6 +73,7 @@ def test_a_strip_that_opens_in_a_pause_has_no_beats_in_it(mitdb):
     record = read_record(mitdb / "232")
     fs = record.fs_hz
     start, n = int(1200 * fs), int(30 * fs)
-    reference = record.ann_samples[(record.ann_samples >= start) & (record.ann_samples < start + n)] - start
+    beats = record.ann_samples[classes_of(record.ann_symbols) >= 0]
+    reference = beats[(beats >= start) & (beats < start + n)] - start
     true_positive, false_negative, false_positive = match_beats(reference, detect_r_peaks(record.signal[start:start + n], fs), int(0.15 * fs))
     assert false_positive == 0 and false_negative <= 1
