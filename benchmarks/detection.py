@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.detection_benchmark import NOISES, SNRS_DB, DetectionBenchmarkConfig, benchmark_detection  # noqa: E402
+from datasets.detection_benchmark import NOISES, SNRS_DB, USABLE, DetectionBenchmarkConfig, benchmark_detection  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def plot_noise(result: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(NOISES), figsize=(4 * len(NOISES), 3.4), sharey=True)
     for axis, noise in zip(axes, NOISES):
-        for detector, style in (("fedbeat", "-"), ("xqrs", "--"), ("fedbeat usable", ":")):
+        for detector, style in (("fedbeat", "-"), ("xqrs", "--"), (USABLE, ":")):
             rows = [result["rows"].get(f"nst {noise} {snr} dB", {}).get(detector) for snr in SNRS_DB]
             if all(rows):
                 axis.plot(SNRS_DB, [r["se"] for r in rows], style, marker="o", label=f"{detector} Se")
@@ -48,7 +48,7 @@ def plot_noise(result: dict, path: Path) -> None:
 def table(result: dict) -> str:
     lines = ["| row | fedbeat Se | fedbeat +P | XQRS Se | XQRS +P | usable stretches: Se | +P | beats covered |", "|---|---|---|---|---|---|---|---|"]
     for row, entry in result["rows"].items():
-        ours, theirs, usable = entry["fedbeat"], entry.get("xqrs"), entry["fedbeat usable"]
+        ours, theirs, usable = entry["fedbeat"], entry.get("xqrs"), entry[USABLE]
         other = f"{theirs['se']:.2f} | {theirs['ppv']:.2f}" if theirs else "- | -"
         lines.append(f"| {row} | {ours['se']:.2f} | {ours['ppv']:.2f} | {other} | {usable['se']:.2f} | {usable['ppv']:.2f} | {usable['coverage']:.1f} % |")
     return "\n".join(lines)

@@ -40,6 +40,8 @@ NST_CLEAN_RECORDS = ("118", "119")
 NSTDB_READY = {"118e24": 24, "118e12": 12, "118e00": 0, "118e_6": -6}
 TARGETS = {"mitdb lead 1": 99.5, "mitdb lead 2": 99.0, "svdb ECG1": 99.0, "svdb ECG2": 99.0, "nst em 12 dB": 99.0}
 """Minimum Se and +P (%) of fedbeat's detector per row (issue 14)."""
+USABLE = "fedbeat usable"
+"""The row entry scoring fedbeat's detections on the quality gate's usable stretches only."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +108,9 @@ DETECTORS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {"fedbeat": de
 def score(strip: Strip, detected: np.ndarray, usable_only: bool = False) -> dict:
     """EC57 counts for one strip, flutter episodes left out (``usable_only``: and the stretches
     the quality gate calls unreadable; ``beats``: annotated beats scored)."""
-    detected = np.asarray(detected, np.int64)
-    beats, found = strip.beats, detected
+    beats, found = strip.beats, np.asarray(detected, np.int64)
     if usable_only:
-        quality = assess_quality(strip.signal, strip.fs_hz, detected)
+        quality = assess_quality(strip.signal, strip.fs_hz, found)
         beats, found = beats[quality.usable_beats(beats, strip.fs_hz)], found[quality.usable_beats(found, strip.fs_hz)]
 
     def outside(samples: np.ndarray) -> np.ndarray:
@@ -118,8 +119,9 @@ def score(strip: Strip, detected: np.ndarray, usable_only: bool = False) -> dict
             keep &= ~((samples >= start) & (samples <= end))
         return samples[keep]
 
-    tp, fn, fp = match_beats(outside(beats), outside(found), int(TOLERANCE_S * strip.fs_hz))
-    return {"tp": tp, "fn": fn, "fp": fp, "beats": int(outside(beats).size)}
+    beats = outside(beats)
+    tp, fn, fp = match_beats(beats, outside(found), int(TOLERANCE_S * strip.fs_hz))
+    return {"tp": tp, "fn": fn, "fp": fp, "beats": int(beats.size)}
 
 
 def gross(counts: list[dict], all_beats: int | None = None) -> dict:
@@ -175,10 +177,10 @@ def benchmark_detection(config: DetectionBenchmarkConfig, *, progress: bool = Tr
                 entry["records"].setdefault(strip.name, {})[name] = gross([counts[-1]])
                 if name == "fedbeat":
                     usable.append(score(strip, detected, usable_only=True))
-                    entry["records"][strip.name]["fedbeat usable"] = gross([usable[-1]], counts[-1]["beats"])
+                    entry["records"][strip.name][USABLE] = gross([usable[-1]], counts[-1]["beats"])
             entry[name] = gross(counts)
             if usable:
-                entry["fedbeat usable"] = gross(usable, sum(c["beats"] for c in counts))
+                entry[USABLE] = gross(usable, sum(c["beats"] for c in counts))
         result["rows"][row] = entry
     result["targets_met"] = {row: min(result["rows"][row]["fedbeat"]["se"], result["rows"][row]["fedbeat"]["ppv"]) >= target
                              for row, target in TARGETS.items() if row in result["rows"]}
