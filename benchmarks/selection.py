@@ -27,6 +27,9 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
     if svdb:
         table["+ svdb people"] = ["--extra-data-dir", svdb]
         table["+ svdb people, client lr 0.1"] = ["--extra-data-dir", svdb, "--client-learning-rate", "0.1"]
+        table["+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"] = ["--extra-data-dir", svdb, "--server-momentum", "0.9", "--server-learning-rate", "0.1"]
+        table["+ svdb people, FedAvgM (server momentum 0.5, server lr 1)"] = ["--extra-data-dir", svdb, "--server-momentum", "0.5"]
+        table["+ svdb people, FedAdam (server lr 0.003)"] = ["--extra-data-dir", svdb, "--algorithm", "fedadam", "--server-learning-rate", "0.003"]
     return table
 
 

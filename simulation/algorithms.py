@@ -24,18 +24,22 @@ FAST_LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 faster per round here on 2 cores."""
 
 
-def server_optimizer(algorithm: str, learning_rate: float) -> tff.learning.optimizers.Optimizer:
-    """Adam for FedAdam (Reddi et al. 2021), plain SGD for FedAvg and FedProx."""
+def server_optimizer(algorithm: str, learning_rate: float, momentum: float = 0.0) -> tff.learning.optimizers.Optimizer:
+    """Adam for FedAdam (Reddi et al. 2021); SGD for FedAvg and FedProx, with heavy-ball momentum
+    for FedAvgM (Hsu et al. 2019), which smooths the round-to-round swing of non-IID cohorts."""
     if algorithm == "fedadam":
         return tff.learning.optimizers.build_adam(learning_rate=learning_rate, epsilon=1e-3)
-    return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
+    return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate, momentum=momentum or None)
 
 
-def build_fedavg(model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 1.0, model_aggregator=None, loop_implementation=FAST_LOOP):
+def build_fedavg(
+    model_fn: ModelFn, *, client_learning_rate: float, server_learning_rate: float = 1.0, server_momentum: float = 0.0, model_aggregator=None,
+    loop_implementation=FAST_LOOP,
+):
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=server_optimizer("fedavg", server_learning_rate),
+        server_optimizer_fn=server_optimizer("fedavg", server_learning_rate, server_momentum),
         model_aggregator=model_aggregator,
         loop_implementation=loop_implementation,
     )

@@ -41,6 +41,7 @@ class SimulationConfig:
     client_learning_rate: float = 0.2
     max_update_norm: float = MAX_UPDATE_NORM
     server_learning_rate: float | None = None
+    server_momentum: float = 0.0
     centralized_learning_rate: float = 0.02
     proximal_strength: float = 0.01
     class_weight_power: float = 0.5
@@ -95,6 +96,12 @@ class SimulationConfig:
         for name in ("client_learning_rate", "centralized_learning_rate", "max_update_norm"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.server_momentum < 1:
+            raise ValueError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
+        if self.server_momentum and self.algorithm == "fedadam":
+            raise ValueError("server_momentum is FedAvgM's heavy ball on SGD; FedAdam keeps its own moments (drop --server-momentum)")
+        if self.server_learning_rate is not None and self.server_learning_rate <= 0:
+            raise ValueError(f"server_learning_rate must be positive, got {self.server_learning_rate}")
         if self.compression is not None and self.compression not in CODECS:
             raise ValueError(f"compression must be one of {', '.join(CODECS)}, got {self.compression!r}")
         if self.clients_per_round > self.clients:

@@ -153,7 +153,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
         return build_vectorised_process(
             initial_weights=keras_model.get_weights(), names=[name for name, _ in weight_layout(keras_model)],
             loss_weights=loss_weights, client_learning_rate=config.client_learning_rate,
-            server_optimizer=server_optimizer(config.algorithm, server_lr),
+            server_optimizer=server_optimizer(config.algorithm, server_lr, config.server_momentum),
             proximal_strength=config.proximal_strength if config.algorithm == "fedprox" else 0.0,
             codec=config.compression, beat_shape=table.windows.shape[1:], aggregator=aggregator, max_update_norm=config.max_update_norm,
         )
@@ -174,7 +174,7 @@ def build_process(config: SimulationConfig, loss_weights: np.ndarray, table: Bea
     }
     if config.algorithm == "fedadam":
         return build_fedadam(model_fn, **common)
-    return build_fedavg(model_fn, **common)
+    return build_fedavg(model_fn, server_momentum=config.server_momentum, **common)
 
 
 def round_data(config: SimulationConfig, table: BeatTable, population: ClientPopulation, reporters: np.ndarray, round_index: int) -> list[tf.data.Dataset]:
