@@ -117,3 +117,24 @@ def test_a_non_finite_or_exploding_watch_update_is_dropped_with_its_weight():
     updates, weights = accepted_updates(flat, tf.constant([10.0, 20.0, 30.0, 40.0]), max_norm=20.0)
     np.testing.assert_array_equal(weights.numpy(), [10.0, 0.0, 0.0, 40.0])
     np.testing.assert_array_equal(updates.numpy(), np.float32([[0.3, 0.4], [0.0, 0.0], [0.0, 0.0], [12.0, 16.0]]))
+
+
+def test_server_momentum_adds_the_previous_rounds_step(tmp_path):
+    # FedAvgM (heavy ball): step_t = lr * (beta * step_{t-1} / lr + mean update_t). Round 1 is
+    # FedAvg's; in round 2 both runs start from the same model with the same reporters, so their
+    # models differ by exactly beta x round 1's step.
+    initial = build_beat_classifier(seed=0).get_weights()
+    common = {"server_learning_rate": 0.5}
+    avg1, avgm1 = (simulate(tmp_path, f"{name}1", rounds=1, server_momentum=beta, **common) for name, beta in (("avg", 0.0), ("avgm", 0.9)))
+    avg2, avgm2 = (simulate(tmp_path, f"{name}2", rounds=2, server_momentum=beta, **common) for name, beta in (("avg", 0.0), ("avgm", 0.9)))
+    for w0, a1, m1, a2, m2 in zip(initial, avg1, avgm1, avg2, avgm2):
+        np.testing.assert_allclose(m1, a1, atol=1e-6)
+        np.testing.assert_allclose(m2 - a2, 0.9 * (a1 - w0), atol=1e-5)
+    assert max(np.abs(a1 - w0).max() for a1, w0 in zip(avg1, initial)) > 0.01  # round 1 moved the model
+
+
+def test_server_momentum_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="FedAdam keeps its own moments"):
+        SimulationConfig(algorithm="fedadam", server_momentum=0.5)
+    with pytest.raises(ValueError, match=r"server_momentum must be in \[0, 1\)"):
+        SimulationConfig(server_momentum=1.0)
