@@ -53,7 +53,7 @@ class PersonalizationRecipe:
     (benchmarks/results/personalization_selection.json)."""
 
     max_epochs: int = 30
-    learning_rate: float = 0.1
+    learning_rate: float = 0.01
     batch_size: int = 32
     moving_layers: str = "logits"
     class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss

@@ -116,8 +116,20 @@ def test_selftest_infer_and_train_match_x86(exported, tmp_path):
         (x_report, x_update), (a_report, a_update) = x86[codec], arm[codec]
         assert a_report["steps"] == x_report["steps"] and a_report["payload_bytes"] == x_report["payload_bytes"], codec
         assert a_report["loss_last"] == pytest.approx(x_report["loss_last"], rel=RELATIVE), codec
-        # Quantizing codecs may round one coordinate of a near-identical update the other way.
-        assert np.linalg.norm(a_update - x_update) <= 1e-3 * np.linalg.norm(x_update), codec
+        # A near-identical update may land on the other side of a quantization level in a few
+        # coordinates: each moves by one level, the rest agree to float noise.
+        step, difference = quantization_step(codec, x_update), np.abs(a_update - x_update)
+        apart = difference > 0.5 * step if step else np.zeros(difference.shape, dtype=bool)
+        assert apart.sum() <= 1e-3 * x_update.size, (codec, int(apart.sum()))
+        assert difference[apart].max(initial=0.0) <= 1.01 * step, codec
+        assert np.linalg.norm(difference[~apart]) <= 1e-3 * np.linalg.norm(x_update), codec
+
+
+def quantization_step(codec: str, decoded: np.ndarray) -> float:
+    """How far one coordinate moves when it rounds to the neighbouring level of a uniform codec
+    (the decoded vector's span over its levels); 0 for codecs without fixed levels."""
+    levels = {"uniform8": 2**8 - 1, "uniform4": 2**4 - 1}.get(codec)
+    return float(decoded.max() - decoded.min()) / levels if levels else 0.0
 
 
 def test_join_round_against_fedbeat_serve():
