@@ -153,10 +153,12 @@ def _expect(body: bytes, size: int) -> None:
         raise CodecError(f"body is {len(body)} bytes, the codec needs {size}")
 
 
+UNIFORM_BITS: dict[str, int] = {"uniform8": 8, "uniform4": 4}
+"""Bits per coordinate of the uniform codecs: 2**bits - 1 levels between min and max."""
+
 CODECS: dict[str, tuple] = {
     "fp16": (_fp16_encode, _fp16_decode),
-    "uniform8": (_uniform_encode(8), _uniform_decode(8)),
-    "uniform4": (_uniform_encode(4), _uniform_decode(4)),
+    **{name: (_uniform_encode(bits), _uniform_decode(bits)) for name, bits in UNIFORM_BITS.items()},
     "topk": (_topk_encode, _topk_decode),
     "rotated1bit": (_rotated_encode, _rotated_decode),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from edge_runtime.codecs import CODECS, DITHER_STREAM, ROTATION_BLOCK, SIGN_STREAM, topk_count
+from edge_runtime.codecs import CODECS, DITHER_STREAM, ROTATION_BLOCK, SIGN_STREAM, UNIFORM_BITS, topk_count
 
 _U64 = tf.uint64
 
@@ -81,8 +81,8 @@ def roundtrip(codec: str, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """decode(encode(x)) for float32[n] x: what the server receives from this client."""
     if codec == "fp16":
         return tf.cast(tf.cast(x, tf.float16), tf.float32)
-    if codec in ("uniform8", "uniform4"):
-        return uniform_roundtrip(x, seed, int(codec[-1]))
+    if codec in UNIFORM_BITS:
+        return uniform_roundtrip(x, seed, UNIFORM_BITS[codec])
     if codec == "topk":
         return topk_roundtrip(x)
     if codec == "rotated1bit":

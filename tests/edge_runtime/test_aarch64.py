@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge_runtime.codecs import CODECS
+from edge_runtime.codecs import CODECS, UNIFORM_BITS
 from edge_runtime.manifest import Manifest
 from edge_runtime.identity import update_key
 from edge_runtime.payload import decode_update
@@ -128,8 +128,9 @@ def test_selftest_infer_and_train_match_x86(exported, tmp_path):
 def quantization_step(codec: str, decoded: np.ndarray) -> float:
     """How far one coordinate moves when it rounds to the neighbouring level of a uniform codec
     (the decoded vector's span over its levels); 0 for codecs without fixed levels."""
-    levels = {"uniform8": 2**8 - 1, "uniform4": 2**4 - 1}.get(codec)
-    return float(decoded.max() - decoded.min()) / levels if levels else 0.0
+    if codec not in UNIFORM_BITS:
+        return 0.0
+    return float(decoded.max() - decoded.min()) / (2 ** UNIFORM_BITS[codec] - 1)
 
 
 def test_join_round_against_fedbeat_serve():
