@@ -6,8 +6,9 @@ to them, and it is used on everything after. The labelled beats are split in tim
 earlier part trains, the last ``held_back_fraction`` (beats the fine-tuning never sees) picks
 the epoch and decides whether the personal model is kept at all. When fine-tuning makes more
 mistakes on the held-back beats than the global model, the wearer keeps the global model.
-A class the labelled minutes never showed (a wearer whose S runs start at minute 20) keeps the
-global model's call: fine-tuning on minutes without it only teaches the model that it is rare.
+A class the labelled minutes never showed (a wearer whose S runs start at minute 20) is called
+only where the global model calls it: fine-tuning on minutes without it only teaches the model
+that it is rare, and must neither hide the global model's calls of it nor add its own.
 With ``unseen_classes="calibrated"``, when the global model called that class on at least
 ``BIASED_SHARE`` of the labelled beats (all of them something else: a bias for this wearer, such
 as AF beats read as S, not one odd beat), its call must also be more confident than any of those.
@@ -37,7 +38,7 @@ MIN_BEATS = 60
 
 
 UNSEEN_CLASSES = {
-    "global": "the global model's call of a class the labelled minutes lack stands",
+    "global": "a class the labelled minutes lack is called where, and only where, the global model calls it",
     "calibrated": f"as global, but where the global model called it on >= {BIASED_SHARE:.0%} of the labelled beats, only above its highest probability of it there",
     "personal": "no exception: the personal model decides every beat",
 }
@@ -118,17 +119,18 @@ def wearer_class_weights(label: np.ndarray, base_weights: np.ndarray, power: flo
 def combined_classes(
     global_probabilities: np.ndarray, personal_probabilities: np.ndarray, personal_classes: tuple[str, ...], unseen_thresholds: dict[str, float] | None = None
 ) -> np.ndarray:
-    """The personal model's call, except where the global model calls a class outside
-    ``personal_classes`` (names): there the global call stands, unless its probability is at or
-    below that class's ``unseen_thresholds`` entry; then the personal model's best personal class."""
+    """The personal model's best class among ``personal_classes`` (names), except where the global
+    model calls a class outside them: there the global call stands, unless its probability is at or
+    below that class's ``unseen_thresholds`` entry. So a class outside ``personal_classes`` is called
+    only where the global model calls it: fine-tuning cannot add alarms of a class the wearer never showed."""
     global_calls = global_probabilities.argmax(axis=1)
     personal = np.isin(CLASS_NAMES, personal_classes)
-    calls = np.where(personal[global_calls], personal_probabilities.argmax(axis=1), global_calls)
-    doubted = np.zeros(calls.shape, bool)
+    personal_calls = np.where(personal, personal_probabilities, -np.inf).argmax(axis=1)
+    doubted = np.zeros(global_calls.shape, bool)
     for name, threshold in (unseen_thresholds or {}).items():
         c = CLASS_NAMES.index(name)
         doubted |= (global_calls == c) & (global_probabilities[:, c] <= threshold)
-    return np.where(doubted, np.where(personal, personal_probabilities, -np.inf).argmax(axis=1), calls)
+    return np.where(personal[global_calls] | doubted, personal_calls, global_calls)
 
 
 def unseen_thresholds(global_probabilities: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:

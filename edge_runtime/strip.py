@@ -8,7 +8,7 @@ import numpy as np
 
 from edge_runtime.aami import CLASS_NAMES
 from edge_runtime.beats import BeatSpec, cut_beats, rr_model_input
-from edge_runtime.detector import detect_r_peaks
+from edge_runtime.detector import detect_r_peaks, too_close
 from edge_runtime.quality import MIN_STRIP_S, StripQuality, assess_quality
 from edge_runtime.rhythm import atrial_activity, fibrillation_like, rr_irregularity, without_s_in_fibrillation
 
@@ -55,15 +55,18 @@ class ClassifiedStrip:
 
 def classify_strip(signal: np.ndarray, fs_hz: float, spec: BeatSpec, classifier: BeatClassifier, *, quality_gate: bool = True) -> ClassifiedStrip:
     """Detect, judge quality, and classify the beats inside usable stretches (every beat with
-    ``quality_gate=False``, which benchmarks use to measure what the gate prevents); S inside an
-    AF-like rhythm reads N (edge_runtime.rhythm)."""
+    ``quality_gate=False``, which benchmarks use to measure what the gate prevents) except pairs
+    too close to both be beats (detector.too_close); S inside an AF-like rhythm reads N
+    (edge_runtime.rhythm)."""
     peaks = detect_r_peaks(signal, fs_hz) if signal.size >= MIN_STRIP_S * fs_hz else np.zeros(0, np.int64)
     quality = assess_quality(signal, fs_hz, peaks)
     none = np.zeros(0, np.int64)
     if (quality_gate and quality.unreadable) or peaks.size == 0:
         return ClassifiedStrip(quality, peaks, none, none, none.astype(bool))
     beats = strip_beats(signal, fs_hz, spec, r_samples=peaks)
-    keep = quality.usable_beats(peaks[beats.index], fs_hz) if quality_gate else np.ones(beats.index.size, bool)
+    keep = ~too_close(peaks, fs_hz)[beats.index]
+    if quality_gate:
+        keep &= quality.usable_beats(peaks[beats.index], fs_hz)
     if not keep.any():
         return ClassifiedStrip(quality, peaks, none, none, none.astype(bool))
     af_like = fibrillation_like(rr_irregularity(peaks / fs_hz)[beats.index[keep]], atrial_activity(beats.beat[keep], spec))

@@ -172,11 +172,24 @@ def test_federated_updates_start_from_the_global_model_not_the_personal_one(expo
     assert refused.returncode == 2 and "is a personal model" in refused.stderr and not (tmp_path / "p.bin").exists()
 
 
-def test_a_class_the_labelled_minutes_lack_keeps_the_global_call():
+def test_a_class_the_labelled_minutes_lack_is_called_where_and_only_where_the_global_model_calls_it():
     eye = np.eye(5, dtype=np.float32)
     global_calls, personal_calls = eye[[1, 0, 2, 0]], eye[[0, 0, 0, 1]]  # global: S N V N; personal: N N N S
     learned = ("N", "V")  # the wearer's first minutes held N and V beats only
-    assert combined_classes(global_calls, personal_calls, learned).tolist() == [1, 0, 0, 1]
+    # the global S call stands; the personal S call on the last beat (global N) is not the
+    # personal model's to make: its best learned class (N) stands instead
+    assert combined_classes(global_calls, personal_calls, learned).tolist() == [1, 0, 0, 0]
+
+
+def test_personalisation_never_adds_a_call_of_a_class_the_wearer_never_showed():
+    rng = np.random.default_rng(0)
+    global_probabilities, personal_probabilities = rng.dirichlet(np.ones(5), 500), rng.dirichlet(np.ones(5), 500)
+    learned = ("N", "S")
+    calls = combined_classes(global_probabilities, personal_probabilities, learned)
+    global_calls = global_probabilities.argmax(axis=1)
+    for c in (2, 3, 4):  # V, F, Q: never in the labelled minutes
+        assert np.array_equal(calls == c, global_calls == c)
+    assert np.any(personal_probabilities.argmax(axis=1) != calls)  # the personal model's own argmax differs: the rule bites
 
 
 def test_a_calibrated_unseen_class_keeps_only_global_calls_above_its_false_calls_on_the_labelled_minutes():
