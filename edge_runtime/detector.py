@@ -172,5 +172,8 @@ def match_beats(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> 
 
 def too_close(r_samples: np.ndarray, fs_hz: float) -> np.ndarray:
     """bool[m]: R peaks with a neighbour nearer than MIN_BEAT_SPACING_S (one of the two is not a beat)."""
-    near = np.diff(np.asarray(r_samples, np.int64)) < MIN_BEAT_SPACING_S * fs_hz
-    return np.concatenate([near, [False]]) | np.concatenate([[False], near])
+    peaks = np.asarray(r_samples, np.int64)
+    flagged = np.zeros(peaks.size, bool)
+    near = np.flatnonzero(np.diff(peaks) < MIN_BEAT_SPACING_S * fs_hz)
+    flagged[near] = flagged[near + 1] = True
+    return flagged

@@ -81,6 +81,11 @@ def test_a_strip_that_opens_in_a_pause_has_no_beats_in_it(mitdb):
     assert false_positive == 0 and false_negative <= 1
 
 
+def test_too_close_flags_both_members_of_a_pair_only():
+    assert too_close(np.array([0, 300, 370, 700, 1000, 1080]), 360.0).tolist() == [False, True, True, False, True, True]
+    assert too_close(np.zeros(0, np.int64), 360.0).size == 0 and too_close(np.array([5]), 360.0).tolist() == [False]
+
+
 def _strip_detections(record, strip_s: float = 30.0):
     """(detected R peaks, whether each matches an annotated beat) over ``record``'s 30 s strips, as a watch sees it."""
     fs, n = record.fs_hz, int(strip_s * record.fs_hz)
