@@ -8,8 +8,9 @@ only candidates at least 0.3 as steep as the last QRS (P and T waves in a pause 
 Peaks more than LEVEL_STEP_CAP times the signal level move it as if that size (neither an
 artifact nor a run of large PVCs lifts the threshold over the normal beats), and after
 RECOVERY_S without a beat the level decays. Each detection is then placed on the QRS: the
-steepest QRS-band slope before the integrator peak, then the largest deflection of the
-0.5-40 Hz conditioned lead within QRS_HALF_WIDTH_S of it, where annotators put R.
+steepest QRS-band slope before the integrator peak, then the extreme of the 0.5-40 Hz
+conditioned lead within QRS_HALF_WIDTH_S of it on the strip's dominant side (up or down),
+where annotators put R.
 """
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ at 8 s), but from 6 s on two 30 s strips of nstdb's baseline-wander noise pass t
 QRS_HALF_WIDTH_S = 0.06
 """Half a QRS: R sits this close to the QRS's steepest slope; the largest deflection anywhere in the
 integration window was often a tall T wave or an S trough 150-200 ms away (V1 of 106, 209)."""
+INVERTED_BALANCE = 0.25
+"""A strip reads inverted only when its median QRS falls this much more than it rises, as a
+fraction of rise + fall: a biphasic QRS like 118's MLII (+1.2 / -1.4 mV, balance -0.08) reads
+upright, as the annotators put its R."""
+POLARITY_SWITCH = 2.0
+"""R goes to the strip's dominant deflection (up when most QRS rise more than they fall) unless a
+beat's other side is this many times larger (an inverted PVC). The larger |deflection| of each beat
+alone flipped between R and S when R and S are alike (118's MLII) and noise tipped the balance."""
 RECOVERY_S = 2.0
 """After this long without a beat (and none at half threshold), the signal level halves every
 RECOVERY_S: one large artifact no longer blinds the detector for the rest of the strip."""
@@ -141,18 +150,23 @@ def _regular_interval(rr: float, history: list[float]) -> float:
 
 def _locate_on_lead(peaks: np.ndarray, lead: np.ndarray, derivative: np.ndarray, window: int) -> np.ndarray:
     """Move each integrator peak (which lags the QRS) to the QRS: the steepest QRS-band slope
-    before it, then the largest |deflection| of the lead within QRS_HALF_WIDTH_S of that slope
-    (not a tall T wave or a baseline swing elsewhere in the window)."""
+    before it, then the lead's extreme within QRS_HALF_WIDTH_S of that slope (not a tall T wave or a
+    baseline swing elsewhere in the window) on the strip's dominant side (see POLARITY_SWITCH)."""
     near = int(round(QRS_HALF_WIDTH_S * DETECTION_FS_HZ))
-    located = np.empty_like(peaks)
+    highest, lowest = np.empty_like(peaks), np.empty_like(peaks)
+    rise, fall = np.empty(peaks.size), np.empty(peaks.size)
     for k, peak in enumerate(peaks):
         lo = max(peak - window - window // 2, 0)
         hi = min(peak + window // 4 + 1, lead.size)
         steepest = lo + int(np.argmax(np.abs(derivative[lo:hi])))
         a, b = max(steepest - near, 0), min(steepest + near + 1, lead.size)
-        segment = lead[a:b]
-        located[k] = a + int(np.argmax(np.abs(segment - np.median(lead[lo:hi]))))
-    return located
+        segment = lead[a:b] - np.median(lead[lo:hi])
+        highest[k], lowest[k] = a + int(np.argmax(segment)), a + int(np.argmin(segment))
+        rise[k], fall[k] = segment.max(), -segment.min()
+    upright = bool(np.median((rise - fall) / np.maximum(rise + fall, 1e-12)) > -INVERTED_BALANCE) if peaks.size else True
+    dominant, other = (rise, fall) if upright else (fall, rise)
+    switch = other > POLARITY_SWITCH * dominant
+    return np.where(switch == upright, lowest, highest)
 
 
 def match_beats(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> tuple[int, int, int]:
