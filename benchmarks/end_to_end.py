@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from datasets.records import read_record  # noqa: E402
 from datasets.splits import DS2, default_mitdb_dir  # noqa: E402
 from edge_runtime.aami import CLASS_NAMES, classes_of  # noqa: E402
+from edge_runtime.detector import nearest_reference  # noqa: E402
 from edge_runtime.interpreter import Int8Classifier  # noqa: E402
 from edge_runtime.manifest import Manifest  # noqa: E402
 from edge_runtime.strip import classify_strip  # noqa: E402
@@ -28,16 +29,6 @@ from simulation.metrics import classification_report  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TOLERANCE_S = 0.15
-
-
-def nearest_reference(detected: np.ndarray, reference: np.ndarray, tolerance: int) -> np.ndarray:
-    """Index into ``reference`` of the annotation within ``tolerance`` of each detection, else -1."""
-    if reference.size == 0:
-        return np.full(detected.size, -1)
-    position = np.clip(np.searchsorted(reference, detected), 1, reference.size - 1)
-    left, right = reference[position - 1], reference[position]
-    nearest = np.where(np.abs(detected - left) <= np.abs(right - detected), position - 1, position)
-    return np.where(np.abs(reference[nearest] - detected) <= tolerance, nearest, -1)
 
 
 def main() -> int:

@@ -165,8 +165,8 @@ def _locate_on_lead(peaks: np.ndarray, lead: np.ndarray, derivative: np.ndarray,
         rise[k], fall[k] = segment.max(), -segment.min()
     upright = bool(np.median((rise - fall) / np.maximum(rise + fall, 1e-12)) > -INVERTED_BALANCE) if peaks.size else True
     dominant, other = (rise, fall) if upright else (fall, rise)
-    switch = other > POLARITY_SWITCH * dominant
-    return np.where(switch == upright, lowest, highest)
+    switches = other > POLARITY_SWITCH * dominant
+    return np.where(upright != switches, highest, lowest)
 
 
 def match_beats(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> tuple[int, int, int]:
@@ -182,6 +182,17 @@ def match_beats(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> 
             used[min(free, key=lambda j: abs(detected[j] - r))] = True
             true_positive += 1
     return true_positive, reference.size - true_positive, int((~used).sum())
+
+
+def nearest_reference(detected: np.ndarray, reference: np.ndarray, tolerance: int) -> np.ndarray:
+    """For each of ``detected``, the index of the nearest of ``reference`` within ``tolerance``
+    samples, else -1 (EC57 matching without one-to-one pairing: see match_beats for that)."""
+    if reference.size == 0:
+        return np.full(detected.size, -1)
+    position = np.clip(np.searchsorted(reference, detected), 1, reference.size - 1)
+    left, right = reference[position - 1], reference[position]
+    nearest = np.where(np.abs(detected - left) <= np.abs(right - detected), position - 1, position)
+    return np.where(np.abs(reference[nearest] - detected) <= tolerance, nearest, -1)
 
 
 def too_close(r_samples: np.ndarray, fs_hz: float) -> np.ndarray:
