@@ -189,9 +189,9 @@ def nearest_reference(detected: np.ndarray, reference: np.ndarray, tolerance: in
     samples, else -1 (EC57 matching without one-to-one pairing: see match_beats for that)."""
     if reference.size == 0:
         return np.full(detected.size, -1)
-    position = np.clip(np.searchsorted(reference, detected), 1, reference.size - 1)
-    left, right = reference[position - 1], reference[position]
-    nearest = np.where(np.abs(detected - left) <= np.abs(right - detected), position - 1, position)
+    position = np.searchsorted(reference, detected)
+    left, right = np.maximum(position - 1, 0), np.minimum(position, reference.size - 1)
+    nearest = np.where(np.abs(detected - reference[left]) <= np.abs(reference[right] - detected), left, right)
     return np.where(np.abs(reference[nearest] - detected) <= tolerance, nearest, -1)
 
 

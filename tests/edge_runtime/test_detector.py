@@ -110,6 +110,13 @@ def test_an_inverted_lead_is_placed_on_the_same_beats(mitdb):
     assert np.array_equal(detect_r_peaks(-signal, record.fs_hz), detect_r_peaks(signal, record.fs_hz))
 
 
+def test_nearest_reference_matches_within_tolerance_even_against_one_beat():
+    # One annotated beat used to be clipped onto itself as index -1, which reads "no match".
+    assert nearest_reference(np.array([100, 500]), np.array([105]), 10).tolist() == [0, -1]
+    assert nearest_reference(np.array([0, 98, 150, 900]), np.array([100, 160, 890]), 10).tolist() == [-1, 0, 1, 2]
+    assert nearest_reference(np.array([5]), np.zeros(0, np.int64), 10).tolist() == [-1]
+
+
 def test_too_close_flags_both_members_of_a_pair_only():
     assert too_close(np.array([0, 300, 370, 700, 1000, 1080]), 360.0).tolist() == [False, True, True, False, True, True]
     assert too_close(np.zeros(0, np.int64), 360.0).size == 0 and too_close(np.array([5]), 360.0).tolist() == [False]
