@@ -6,8 +6,9 @@ people; all 5 folds, so each change is judged on every DS1 person once. One chan
 against the variant above it. The federated runs (benchmarks/selection.py, mitdb_reference.py)
 then confirm the chosen configuration.
 
-Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--nstdb DIR] [--epochs 2] [--only NAME]
-Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1).
+Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--nstdb DIR] [--epochs 2] [--only NAME ...] [--all-people SEEDS]
+Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1);
+with --all-people, ablation_all_people.json (svdb people in the folds too, pooled, per seed).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from datasets.records import read_record  # noqa: E402
 from edge_runtime.aami import classes_of  # noqa: E402
 from edge_runtime.filters import bandpass_resample  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
-from edge_runtime.beats import BeatSpec, rr_model_input  # noqa: E402
+from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec, rr_model_input  # noqa: E402
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
@@ -49,6 +50,8 @@ class Variant:
     extra_people: bool = True
     class_weight_power: float = 0.5
     noise_copies: bool = False  # each training person also as a noisy recording (nstdb em/ma/bw at 6-18 dB)
+    rr_ratios_only: bool = False  # the model sees RR ratios only, not the intervals in seconds
+    focal_gamma: float = 0.0  # > 0: focal loss (Lin et al. 2017) instead of the weighted cross entropy
 
 
 RECORD_BASELINE = BeatSpec(rr_average_beats=100)  # the previous RR baseline: +-100 beats of a 30-minute record
@@ -59,6 +62,8 @@ VARIANTS = {
     "chosen, without svdb people": Variant(extra_people=False),
     "chosen, class weights power 1 (full inverse frequency)": Variant(class_weight_power=1.0),
     "chosen + nstdb noise copies of training people": Variant(noise_copies=True),
+    "chosen, RR ratios only (no intervals in seconds)": Variant(rr_ratios_only=True),
+    "chosen, focal loss (gamma 2)": Variant(focal_gamma=2.0),
 }
 NOISY = "+noise"
 SNR_RANGE_DB = (6.0, 18.0)
@@ -84,11 +89,44 @@ def noisy_copies(directory: Path, names: list[str], spec: BeatSpec, nstdb: Path,
 
 
 def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs; without the template channel it is zeros, which is the one-channel model."""
+    """Model inputs; a feature left out is zeros, which is the model without it."""
     beat = table.windows.copy()
     if not variant.template_channel:
         beat[..., 1] = 0.0
-    return beat, rr_model_input(table.rr)
+    log_rr = rr_model_input(table.rr)
+    if variant.rr_ratios_only:
+        log_rr[:, [i for i, name in enumerate(RR_FEATURE_NAMES) if name.endswith("_s")]] = 0.0
+    return beat, log_rr
+
+
+def train_and_predict(train: BeatTable, test: BeatTable, variant: Variant, *, epochs: int, seed: int) -> np.ndarray:
+    """Train centrally on ``train`` and return the predicted class of each ``test`` beat."""
+    labels = train.labels.astype(np.int32)
+    tf.keras.utils.set_random_seed(seed)
+    model = build_beat_classifier(variant.spec, seed=seed)
+    model.compile(tf.keras.optimizers.SGD(0.05, momentum=0.9), loss(variant, labels))
+    model.fit(inputs(train, variant), labels, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    return model.predict(inputs(test, variant), batch_size=4096, verbose=0).argmax(axis=1)
+
+
+def loss(variant: Variant, labels: np.ndarray) -> tf.keras.losses.Loss:
+    """The chosen weighted cross entropy, or the focal loss of a variant that names one."""
+    weights = class_weights(labels, power=variant.class_weight_power)
+    return FocalCrossEntropy(weights, variant.focal_gamma) if variant.focal_gamma else WeightedCrossEntropy(weights)
+
+
+class FocalCrossEntropy(WeightedCrossEntropy):
+    """Lin et al. 2017: the weighted cross entropy scaled by (1 - p_true) ** gamma, so beats the
+    model already gets right (most N beats) count less than the hard ones."""
+
+    def __init__(self, weights: np.ndarray, gamma: float):
+        super().__init__(weights, name="focal_cross_entropy")
+        self.gamma = gamma
+
+    def call(self, y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        p_true = tf.gather(tf.nn.softmax(logits), labels, batch_dims=1)
+        return super().call(y_true, logits) * tf.pow(1.0 - p_true, self.gamma)
 
 
 def run_fold(ds1: BeatTable, extra: BeatTable | None, noisy: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
@@ -98,12 +136,7 @@ def run_fold(ds1: BeatTable, extra: BeatTable | None, noisy: BeatTable | None, h
         train = BeatTable.concatenate([train, extra])
     if noisy is not None:  # noisy recordings of the training people only
         train = BeatTable.concatenate([train, noisy.of_patients({p + NOISY for p in train.patients} & set(noisy.patients))])
-    labels = train.labels.astype(np.int32)
-    tf.keras.utils.set_random_seed(seed)
-    model = build_beat_classifier(variant.spec, seed=seed)
-    model.compile(tf.keras.optimizers.SGD(0.05, momentum=0.9), WeightedCrossEntropy(class_weights(labels, power=variant.class_weight_power)))
-    model.fit(inputs(train, variant), labels, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
-    report = classification_report(test.labels, model.predict(inputs(test, variant), batch_size=4096, verbose=0).argmax(axis=1))
+    report = classification_report(test.labels, train_and_predict(train, test, variant, epochs=epochs, seed=seed))
     per_class = report["per_class"]
     return {
         "S_f1": per_class["S"]["f1"], "S_sensitivity": per_class["S"]["sensitivity"], "S_ppv": per_class["S"]["ppv"],
@@ -111,27 +144,57 @@ def run_fold(ds1: BeatTable, extra: BeatTable | None, noisy: BeatTable | None, h
     }
 
 
+def pooled_over_all_people(people: BeatTable, variant: Variant, *, epochs: int, seed: int) -> dict:
+    """DS1 and svdb people dealt together into folds; every person is predicted once by the model
+    that did not see them, and the predictions are scored pooled (overall, DS1 people, svdb
+    people). 81 people and ~10,000 S beats instead of 4-5 people a fold: a change must show here
+    beyond the seed-to-seed spread to count."""
+    predictions = np.zeros(len(people), np.int64)
+    for held_out in validation_people(people, folds=FOLDS, seed=seed):
+        mine = np.isin(people.patient, [people.patients.index(p) for p in held_out])
+        train = people.of_patients(set(people.patients) - set(held_out))
+        predictions[mine] = train_and_predict(train, people.of_patients(held_out), variant, epochs=epochs, seed=seed)
+    svdb = np.array([name.startswith("svdb/") for name in people.patients])[people.patient]
+    result = {}
+    for group, mask in (("all", np.ones(len(people), bool)), ("DS1 people", ~svdb), ("svdb people", svdb)):
+        report = classification_report(people.labels[mask], predictions[mask])
+        result[group] = {"macro_f1": report["macro_f1"], **{f"{c}_{k}": report["per_class"][c][k] for c in ("S", "V") for k in ("f1", "sensitivity", "ppv", "support")}}
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_mitdb_dir())
     parser.add_argument("--svdb", default=shared_database_dir("svdb"))
     parser.add_argument("--nstdb", default=shared_database_dir("nstdb"))
-    parser.add_argument("--only", help="run only the variant with this name (others keep their results)")
+    parser.add_argument("--only", action="append", help="run only the variant with this name (others keep their results); repeatable")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-people", metavar="SEEDS", help="fold DS1 and svdb people together and score pooled, once per seed "
+                        "(comma-separated, e.g. 0,1), into ablation_all_people.json")
     args = parser.parse_args()
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
-    path = RESULTS / "ablation.json"
+    if args.all_people and args.svdb is None:
+        parser.error("--all-people needs the svdb people: pass --svdb")
+    path = RESULTS / ("ablation_all_people.json" if args.all_people else "ablation.json")
     results = json.loads(path.read_text())["variants"] if path.is_file() else {}
     for name, variant in VARIANTS.items():
-        if args.only and name != args.only:
+        if args.only and name not in args.only:
             continue
-        if variant.noise_copies and args.nstdb is None:
-            print(f"{name}: skipped, nstdb not found", file=sys.stderr)
+        if variant.noise_copies and (args.nstdb is None or args.all_people):
+            print(f"{name}: skipped, {'nstdb not found' if args.nstdb is None else 'not run with --all-people'}", file=sys.stderr)
             continue
         ds1 = load_split(args.data_dir, "DS1", spec=variant.spec)  # DS1 only: DS2 is not read here
         extra = load_people(args.svdb, spec=variant.spec) if args.svdb else None
+        started = time.perf_counter()
+        if args.all_people:
+            people = BeatTable.concatenate([ds1, extra] if variant.extra_people else [ds1])
+            seeds = {seed: pooled_over_all_people(people, variant, epochs=args.epochs, seed=int(seed)) for seed in args.all_people.split(",")}
+            results[name] = {"variant": dataclasses.asdict(variant), "seeds": seeds}
+            for seed, groups in seeds.items():
+                print(f"{name}, seed {seed}: " + "; ".join(f"{g} S F1 {r['S_f1']:.3f} V F1 {r['V_f1']:.3f} macro {r['macro_f1']:.3f}" for g, r in groups.items()), flush=True)
+            continue
         noisy = None
         if variant.noise_copies:
             noisy = noisy_copies(Path(args.data_dir), list(ds1.patients), variant.spec, Path(args.nstdb), seed=args.seed)
@@ -139,7 +202,6 @@ def main() -> int:
                 svdb_names = [p.split("/", 1)[1] for p in extra.patients]
                 noisy = BeatTable.concatenate([noisy, noisy_copies(Path(args.svdb), svdb_names, variant.spec, Path(args.nstdb), seed=args.seed + 1, prefix="svdb/")])
         folds = validation_people(ds1, folds=FOLDS, seed=args.seed)
-        started = time.perf_counter()
         runs = {str(k): run_fold(ds1, extra, noisy, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
         summary = {key: {"mean": float(np.mean([r[key] for r in runs.values()])), "std": float(np.std([r[key] for r in runs.values()]))}
                    for key in ("S_f1", "V_f1", "macro_f1")}
@@ -147,7 +209,8 @@ def main() -> int:
         print(f"{name}: S F1 {summary['S_f1']['mean']:.3f}±{summary['S_f1']['std']:.3f}  V F1 {summary['V_f1']['mean']:.3f}  "
               f"macro {summary['macro_f1']['mean']:.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "epochs": args.epochs, "variants": results}, indent=2) + "\n")
+    protocol = pooled_over_all_people.__doc__ if args.all_people else __doc__.split("\n\n")[1]
+    path.write_text(json.dumps({"protocol": protocol, "epochs": args.epochs, "variants": results}, indent=2) + "\n")
     return 0
 
 
