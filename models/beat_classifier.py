@@ -15,19 +15,22 @@ from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec
 MAX_PARAMETERS = 50_000
 
 
-def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0) -> tf.keras.Model:
-    """Keras model: inputs (beat float32[B, *spec.beat_shape], log_rr float32[B, 8]) -> logits [B, 5]."""
+def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0, width: int = 1) -> tf.keras.Model:
+    """Keras model: inputs (beat float32[B, *spec.beat_shape], log_rr float32[B, 8]) -> logits [B, 5].
+
+    ``width`` multiplies the convolutions' filters and the hidden units (2: ~36k parameters),
+    for the ablation of model size; every trained and exported model uses 1."""
     init = tf.keras.initializers.GlorotUniform
     beat = tf.keras.Input(spec.beat_shape, name="beat")
     log_rr = tf.keras.Input((len(RR_FEATURE_NAMES),), name="log_rr")
-    x = tf.keras.layers.Conv1D(16, 7, padding="same", activation="relu", kernel_initializer=init(seed), name="conv1")(beat)
+    x = tf.keras.layers.Conv1D(16 * width, 7, padding="same", activation="relu", kernel_initializer=init(seed), name="conv1")(beat)
     x = tf.keras.layers.MaxPool1D(2)(x)
-    x = tf.keras.layers.Conv1D(32, 5, padding="same", activation="relu", kernel_initializer=init(seed + 1), name="conv2")(x)
+    x = tf.keras.layers.Conv1D(32 * width, 5, padding="same", activation="relu", kernel_initializer=init(seed + 1), name="conv2")(x)
     x = tf.keras.layers.MaxPool1D(2)(x)
-    x = tf.keras.layers.Conv1D(32, 5, padding="same", activation="relu", kernel_initializer=init(seed + 2), name="conv3")(x)
+    x = tf.keras.layers.Conv1D(32 * width, 5, padding="same", activation="relu", kernel_initializer=init(seed + 2), name="conv3")(x)
     x = tf.keras.layers.GlobalAveragePooling1D()(x)
     r = tf.keras.layers.Dense(16, activation="relu", kernel_initializer=init(seed + 3), name="rr_dense")(log_rr)
-    h = tf.keras.layers.Dense(32, activation="relu", kernel_initializer=init(seed + 4), name="hidden")(tf.keras.layers.Concatenate()([x, r]))
+    h = tf.keras.layers.Dense(32 * width, activation="relu", kernel_initializer=init(seed + 4), name="hidden")(tf.keras.layers.Concatenate()([x, r]))
     logits = tf.keras.layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 5), name="logits")(h)
     return tf.keras.Model(inputs=(beat, log_rr), outputs=logits, name="beat_classifier")
 

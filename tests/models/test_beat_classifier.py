@@ -10,8 +10,9 @@ from models.beat_classifier import MAX_PARAMETERS, MAX_WEIGHT_RATIO, WeightedCro
 EDGE_TRAINABLE = {"InputLayer", "Conv1D", "MaxPooling1D", "GlobalAveragePooling1D", "Dense", "Concatenate"}
 
 
-def test_fits_a_watch_and_uses_only_edge_trainable_layers():
-    model = build_beat_classifier()
+@pytest.mark.parametrize("width", [1, 2])  # 2: the ablation's wider model must fit the same budget
+def test_fits_a_watch_and_uses_only_edge_trainable_layers(width: int):
+    model = build_beat_classifier(width=width)
     assert model.count_params() <= MAX_PARAMETERS
     assert {type(layer).__name__ for layer in model.layers} <= EDGE_TRAINABLE
     assert model.output_shape == (None, 5)
