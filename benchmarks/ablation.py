@@ -52,7 +52,7 @@ class Variant:
     noise_copies: bool = False  # each training person also as a noisy recording (nstdb em/ma/bw at 6-18 dB)
     rr_ratios_only: bool = False  # the model sees RR ratios only, not the intervals in seconds
     focal_gamma: float = 0.0  # > 0: focal loss (Lin et al. 2017) instead of the weighted cross entropy
-    width: int = 1  # models.beat_classifier's width multiplier (2: ~36k parameters, still under 50k)
+    width: int = 1  # models.beat_classifier's width multiplier (2: ~37k parameters, still under 50k)
 
 
 RECORD_BASELINE = BeatSpec(rr_average_beats=100)  # the previous RR baseline: +-100 beats of a 30-minute record
@@ -65,7 +65,7 @@ VARIANTS = {
     "chosen + nstdb noise copies of training people": Variant(noise_copies=True),
     "chosen, RR ratios only (no intervals in seconds)": Variant(rr_ratios_only=True),
     "chosen, focal loss (gamma 2)": Variant(focal_gamma=2.0),
-    "chosen, twice as wide (~36k parameters)": Variant(width=2),
+    "chosen, twice as wide (~37k parameters)": Variant(width=2),
 }
 NOISY = "+noise"
 SNR_RANGE_DB = (6.0, 18.0)
@@ -156,9 +156,9 @@ def pooled_over_all_people(people: BeatTable, variant: Variant, *, epochs: int, 
         mine = np.isin(people.patient, [people.patients.index(p) for p in held_out])
         train = people.of_patients(set(people.patients) - set(held_out))
         predictions[mine] = train_and_predict(train, people.of_patients(held_out), variant, epochs=epochs, seed=seed)
-    svdb = np.array([name.startswith("svdb/") for name in people.patients])[people.patient]
+    extra = np.array(["/" in name for name in people.patients])[people.patient]  # load_people names them <database>/<record>
     result = {}
-    for group, mask in (("all", np.ones(len(people), bool)), ("DS1 people", ~svdb), ("svdb people", svdb)):
+    for group, mask in (("all", np.ones(len(people), bool)), ("DS1 people", ~extra), ("svdb people", extra)):
         report = classification_report(people.labels[mask], predictions[mask])
         result[group] = {"macro_f1": report["macro_f1"], **{f"{c}_{k}": report["per_class"][c][k] for c in ("S", "V") for k in ("f1", "sensitivity", "ppv", "support")}}
     return result
@@ -181,14 +181,16 @@ def main() -> int:
         parser.error("--all-people needs the svdb people: pass --svdb")
     path = RESULTS / ("ablation_all_people.json" if args.all_people else "ablation.json")
     results = json.loads(path.read_text())["variants"] if path.is_file() else {}
+    loaded: dict[BeatSpec, tuple[BeatTable, BeatTable | None]] = {}  # variants sharing a beat spec share its tables
     for name, variant in VARIANTS.items():
         if args.only and name not in args.only:
             continue
         if variant.noise_copies and (args.nstdb is None or args.all_people):
             print(f"{name}: skipped, {'nstdb not found' if args.nstdb is None else 'not run with --all-people'}", file=sys.stderr)
             continue
-        ds1 = load_split(args.data_dir, "DS1", spec=variant.spec)  # DS1 only: DS2 is not read here
-        extra = load_people(args.svdb, spec=variant.spec) if args.svdb else None
+        if variant.spec not in loaded:  # DS1 only: DS2 is not read here
+            loaded[variant.spec] = (load_split(args.data_dir, "DS1", spec=variant.spec), load_people(args.svdb, spec=variant.spec) if args.svdb else None)
+        ds1, extra = loaded[variant.spec]
         started = time.perf_counter()
         if args.all_people:
             people = BeatTable.concatenate([ds1, extra] if variant.extra_people else [ds1])

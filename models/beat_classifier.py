@@ -18,7 +18,7 @@ MAX_PARAMETERS = 50_000
 def build_beat_classifier(spec: BeatSpec = BeatSpec(), *, seed: int = 0, width: int = 1) -> tf.keras.Model:
     """Keras model: inputs (beat float32[B, *spec.beat_shape], log_rr float32[B, 8]) -> logits [B, 5].
 
-    ``width`` multiplies the convolutions' filters and the hidden units (2: ~36k parameters),
+    ``width`` multiplies the convolutions' filters and the hidden units (2: ~37k parameters),
     for the ablation of model size; every trained and exported model uses 1."""
     init = tf.keras.initializers.GlorotUniform
     beat = tf.keras.Input(spec.beat_shape, name="beat")
