@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,31 @@ pytestmark = pytest.mark.slow
 SMALL = {"synthetic_subjects": 6, "synthetic_minutes": 3.0, "clients": 30, "clients_per_round": 5, "eval_every": 2}
 
 
-def fedbeat(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The console script, with stdout piped as `fedbeat ... | tail` would."""
+RUN_TAG_ENV = "FEDBEAT_TEST_RUN"
+"""Set in a test's fedbeat processes and so inherited by their TFF workers: tests running beside
+this one (pytest -n) start workers of their own, which are not this test's to count."""
+
+
+def fedbeat(*args: str, timeout: float = 600, tag: str = "") -> subprocess.CompletedProcess:
+    """The console script, with stdout piped as `fedbeat ... | tail` would (its workers tagged with ``tag``)."""
     return subprocess.run(
         [str(Path(sys.executable).with_name("fedbeat")), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        env={**os.environ, RUN_TAG_ENV: tag} if tag else None,
     )
 
 
-def worker_pids() -> set[int]:
+def worker_pids(tag: str) -> set[int]:
+    """Live TFF worker_binary processes started under ``tag`` (see RUN_TAG_ENV)."""
     result = subprocess.run(["pgrep", "-f", "tensorflow_federated/data/worker_binary"], capture_output=True, text=True)
-    return {int(p) for p in result.stdout.split()}
+    marker = f"{RUN_TAG_ENV}={tag}".encode()
+    return {int(p) for p in result.stdout.split() if marker in _environment(int(p))}
+
+
+def _environment(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # exited meanwhile
+        return []
 
 
 def write_config(path: Path, **fields) -> Path:
@@ -40,11 +56,11 @@ def write_config(path: Path, **fields) -> Path:
 def test_resumed_run_ends_with_the_same_model_as_an_uninterrupted_one(tmp_path):
     # Prepare: one uninterrupted 4-round FedAdam run; one stopped after 2 rounds then resumed
     config = write_config(tmp_path / "small.toml", algorithm="fedadam")
-    before = worker_pids()
-    full = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "full"), "--json")
-    fedbeat("simulate", "--config", str(config), "--rounds", "2", "--out", str(tmp_path / "cut"), "--json")
-    resumed = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "cut"), "--resume", "--json")
-    again = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "again"), "--json")
+    tag = uuid.uuid4().hex
+    full = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "full"), "--json", tag=tag)
+    fedbeat("simulate", "--config", str(config), "--rounds", "2", "--out", str(tmp_path / "cut"), "--json", tag=tag)
+    resumed = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "cut"), "--resume", "--json", tag=tag)
+    again = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "again"), "--json", tag=tag)
     # Assert
     for result in (full, resumed, again):
         assert result.returncode == 0, result.stderr[-3000:]
@@ -54,7 +70,7 @@ def test_resumed_run_ends_with_the_same_model_as_an_uninterrupted_one(tmp_path):
     rounds = [json.loads(line)["round"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [1, 2, 3, 4]
     assert resumed_summary["rounds"] == full_summary["rounds"]
-    assert worker_pids() <= before  # every run stopped its TFF worker
+    assert not worker_pids(tag)  # every run stopped its TFF worker
 
 
 def test_federated_training_learns_and_counts_failures(tmp_path):
@@ -78,9 +94,10 @@ def test_running_simulation_listens_on_loopback_only_and_a_kill_leaves_no_worker
     # While a run is active, no process of its tree listens on a non-loopback address (`ss -ltnp`, from /proc).
     # Then SIGKILL the simulation mid-run: its worker must die too (PR_SET_PDEATHSIG) and our pipe must close.
     config = write_config(tmp_path / "small.toml")
+    tag = uuid.uuid4().hex
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("fedbeat")), "simulate", "--config", str(config), "--rounds", "200", "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, env={**os.environ, RUN_TAG_ENV: tag},
     )
     checkpoint = tmp_path / "run" / "checkpoint.npz"
     deadline = time.monotonic() + 300
@@ -88,6 +105,7 @@ def test_running_simulation_listens_on_loopback_only_and_a_kill_leaves_no_worker
         time.sleep(0.5)
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
     assert children, "the simulation should be running a TFF worker"
+    assert worker_pids(tag) == set(map(int, children)), "the run's worker carries its tag (what the other tests count by)"
     listening = listening_sockets([process.pid, *map(int, children)])
     assert listening, "the TFF worker should be listening (for fedbeat, on loopback)"
     assert all(is_loopback(address) for address, _ in listening), listening
@@ -95,7 +113,7 @@ def test_running_simulation_listens_on_loopback_only_and_a_kill_leaves_no_worker
     process.stdout.read()  # returns only when every holder of the pipe has exited
     process.wait(timeout=30)
     time.sleep(1)
-    assert not set(map(int, children)) & worker_pids()
+    assert not worker_pids(tag)
 
 
 def test_bad_flag_value_is_one_line_and_exit_2():

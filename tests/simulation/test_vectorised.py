@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,15 @@ def test_fedprox_pulls_towards_the_global_model(tmp_path):
 def test_two_local_workers_give_the_same_model_as_one(tmp_path):
     # Prepare: 5 reporters in shards of 2 -> 3 TFF clients, split across two worker_binary processes
     config = write_config(tmp_path / "small.toml", shard_size=2)
-    before = worker_pids()
+    tag = uuid.uuid4().hex
     # Execute
-    one = fedbeat("simulate", "--config", str(config), "--rounds", "3", "--out", str(tmp_path / "one"), "--json")
-    two = fedbeat("simulate", "--config", str(config), "--rounds", "3", "--workers", "2", "--out", str(tmp_path / "two"), "--json")
+    one = fedbeat("simulate", "--config", str(config), "--rounds", "3", "--out", str(tmp_path / "one"), "--json", tag=tag)
+    two = fedbeat("simulate", "--config", str(config), "--rounds", "3", "--workers", "2", "--out", str(tmp_path / "two"), "--json", tag=tag)
     # Assert
     for result in (one, two):
         assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(two.stdout)["model_sha256"] == json.loads(one.stdout)["model_sha256"]
-    assert worker_pids() <= before  # both workers stopped
+    assert not worker_pids(tag)  # both workers stopped
     assert (tmp_path / "two" / "tff_worker.log").is_file()
 
 
