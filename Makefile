@@ -57,11 +57,12 @@ device-selftest: setup
 	$(BIN)/python -m simulation.coordinator.smoke --device-python $(DEVICE_VENV)/bin/python
 
 # The same device commands as an aarch64 program (Raspberry Pi OS bookworm, 64-bit) under qemu
-# user-mode emulation, compared output by output with x86 (tests/edge_runtime/test_aarch64.py).
+# user-mode emulation, compared output by output with x86 (tests/edge_runtime/test_aarch64.py). The five tests
+# are independent and emulation is CPU-bound, so they spread over PYTEST_WORKERS processes (--dist load).
 AARCH64 := build/aarch64
 device-aarch64: setup
 	HOST_PYTHON=$(BIN)/python .ci/aarch64_python.sh $(AARCH64)
-	FEDBEAT_AARCH64_PYTHON=$(CURDIR)/$(AARCH64)/python $(BIN)/python -m pytest -m aarch64 -rA tests/edge_runtime/test_aarch64.py
+	FEDBEAT_AARCH64_PYTHON=$(CURDIR)/$(AARCH64)/python $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load -m aarch64 -rA tests/edge_runtime/test_aarch64.py
 
 simulate: setup
 	$(BIN)/fedbeat simulate
