@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist): the integration tests mostly wait on their subprocesses, so two
 # share 2 cores well; a module's tests stay in one process (--dist loadfile). 0 runs in this one.
 PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: setup test test-fast bench device-selftest device-aarch64 simulate lock clean
 
@@ -28,11 +29,11 @@ $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: setup
-	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	@$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # Quick benchmarks whose ratios CI checks (results land in benchmarks/results/).
 bench: setup

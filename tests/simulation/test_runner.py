@@ -30,8 +30,13 @@ def fedbeat(*args: str, timeout: float = 600, tag: str = "") -> subprocess.Compl
     """The console script, with stdout piped as `fedbeat ... | tail` would (its workers tagged with ``tag``)."""
     return subprocess.run(
         [str(Path(sys.executable).with_name("fedbeat")), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
-        env={**os.environ, RUN_TAG_ENV: tag} if tag else None,
+        env=tagged_environment(tag) if tag else None,
     )
+
+
+def tagged_environment(tag: str) -> dict[str, str]:
+    """This process's environment plus the run tag, for a fedbeat process and the workers it starts."""
+    return {**os.environ, RUN_TAG_ENV: tag}
 
 
 def worker_pids(tag: str) -> set[int]:
@@ -97,7 +102,7 @@ def test_running_simulation_listens_on_loopback_only_and_a_kill_leaves_no_worker
     tag = uuid.uuid4().hex
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("fedbeat")), "simulate", "--config", str(config), "--rounds", "200", "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, env={**os.environ, RUN_TAG_ENV: tag},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, env=tagged_environment(tag),
     )
     checkpoint = tmp_path / "run" / "checkpoint.npz"
     deadline = time.monotonic() + 300
