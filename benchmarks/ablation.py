@@ -7,7 +7,8 @@ against the variant above it. The federated runs (benchmarks/selection.py, mitdb
 then confirm the chosen configuration.
 
 Usage: python benchmarks/ablation.py [--data-dir DIR] [--svdb DIR] [--nstdb DIR] [--epochs 2] [--only NAME ...] [--all-people SEEDS]
-Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1);
+Writes benchmarks/results/ablation.json (per variant, per fold and mean +- std of S/V F1, macro-F1, and S F1 and
+macro-F1 with the watch's AF gate after the model: S_f1_gated);
 with --all-people, ablation_all_people.json (svdb people in the folds too, pooled, per seed).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import wfdb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from datasets.af_surrogate import SurrogateConfig, surrogate_af  # noqa: E402
 from datasets.beat_table import BeatTable, extract_beats  # noqa: E402
 from datasets.loading import load_people, load_split  # noqa: E402
 from datasets.noise_stress import mix_noise  # noqa: E402
@@ -34,6 +36,8 @@ from edge_runtime.filters import bandpass_resample  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec, rr_model_input  # noqa: E402
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights  # noqa: E402
+from edge_runtime.rhythm import without_s_in_fibrillation  # noqa: E402
+from simulation.beat_data import fibrillation_beats, rhythm_features  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
 
@@ -53,6 +57,8 @@ class Variant:
     rr_ratios_only: bool = False  # the model sees RR ratios only, not the intervals in seconds
     focal_gamma: float = 0.0  # > 0: focal loss (Lin et al. 2017) instead of the weighted cross entropy
     width: int = 1  # models.beat_classifier's width multiplier (2: ~37k parameters, still under 50k)
+    irregularity_input: bool = False  # the RR irregularity around the beat (edge_runtime.rhythm) in place of local_rr_s
+    af_surrogate: SurrogateConfig | None = None  # each training person also in atrial fibrillation or flutter (datasets.af_surrogate), beats N
 
 
 RECORD_BASELINE = BeatSpec(rr_average_beats=100)  # the previous RR baseline: +-100 beats of a 30-minute record
@@ -66,8 +72,14 @@ VARIANTS = {
     "chosen, RR ratios only (no intervals in seconds)": Variant(rr_ratios_only=True),
     "chosen, focal loss (gamma 2)": Variant(focal_gamma=2.0),
     "chosen, twice as wide (~37k parameters)": Variant(width=2),
+    "chosen + AF/flutter surrogates of training people": Variant(af_surrogate=SurrogateConfig()),
+    "chosen + AF/flutter surrogates, 2 minutes a person": Variant(af_surrogate=SurrogateConfig(minutes=2.0)),
+    "chosen + AF surrogates (no flutter)": Variant(af_surrogate=SurrogateConfig(flutter_share=0.0)),
+    "chosen + RR-irregularity input": Variant(irregularity_input=True),
+    "chosen + RR-irregularity input + AF/flutter surrogates": Variant(irregularity_input=True, af_surrogate=SurrogateConfig()),
 }
 NOISY = "+noise"
+SURROGATE = "+af"
 SNR_RANGE_DB = (6.0, 18.0)
 
 
@@ -90,6 +102,17 @@ def noisy_copies(directory: Path, names: list[str], spec: BeatSpec, nstdb: Path,
     return BeatTable.concatenate(tables)
 
 
+def af_surrogates(directory: Path, names: list[str], spec: BeatSpec, config: SurrogateConfig, *, seed: int, prefix: str = "") -> BeatTable:
+    """Each record's person once more in atrial fibrillation or flutter, as ``<prefix><name>+af``."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for name in names:
+        surrogate = surrogate_af(read_record(directory / name), rng, config)
+        if surrogate is not None:
+            tables.append(dataclasses.replace(extract_beats(surrogate, spec), patients=(f"{prefix}{name}{SURROGATE}",)))
+    return BeatTable.concatenate(tables)
+
+
 def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs; a feature left out is zeros, which is the model without it."""
     beat = table.windows.copy()
@@ -98,6 +121,8 @@ def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
     log_rr = rr_model_input(table.rr)
     if variant.rr_ratios_only:
         log_rr[:, [i for i, name in enumerate(RR_FEATURE_NAMES) if name.endswith("_s")]] = 0.0
+    if variant.irregularity_input:
+        log_rr[:, RR_FEATURE_NAMES.index("local_rr_s")] = np.log(np.maximum(rhythm_features(table)[0], 1e-2))
     return beat, log_rr
 
 
@@ -131,22 +156,31 @@ class FocalCrossEntropy(WeightedCrossEntropy):
         return super().call(y_true, logits) * tf.pow(1.0 - p_true, self.gamma)
 
 
-def run_fold(ds1: BeatTable, extra: BeatTable | None, noisy: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
+def with_copies(train: BeatTable, copies: BeatTable | None) -> BeatTable:
+    """``train`` plus the altered copies (noisy, AF surrogate: ``<person><suffix>``) of its people only."""
+    if copies is None:
+        return train
+    return BeatTable.concatenate([train, copies.of_patients({p for p in copies.patients if p.rsplit("+", 1)[0] in train.patients})])
+
+
+def run_fold(ds1: BeatTable, extra: BeatTable | None, copies: BeatTable | None, held_out: tuple[str, ...], variant: Variant, *, epochs: int, seed: int) -> dict:
     test = ds1.of_patients(held_out)
     train = ds1.of_patients(set(ds1.patients) - set(held_out))
     if variant.extra_people and extra is not None:
         train = BeatTable.concatenate([train, extra])
-    if noisy is not None:  # noisy recordings of the training people only
-        train = BeatTable.concatenate([train, noisy.of_patients({p + NOISY for p in train.patients} & set(noisy.patients))])
-    report = classification_report(test.labels, train_and_predict(train, test, variant, epochs=epochs, seed=seed))
+    train = with_copies(train, copies)
+    predictions = train_and_predict(train, test, variant, epochs=epochs, seed=seed)
+    report = classification_report(test.labels, predictions)
     per_class = report["per_class"]
+    gated = classification_report(test.labels, without_s_in_fibrillation(predictions, fibrillation_beats(test)))
     return {
         "S_f1": per_class["S"]["f1"], "S_sensitivity": per_class["S"]["sensitivity"], "S_ppv": per_class["S"]["ppv"],
         "V_f1": per_class["V"]["f1"], "macro_f1": report["macro_f1"], "S_support": per_class["S"]["support"], "people": list(held_out),
+        "S_f1_gated": gated["per_class"]["S"]["f1"], "S_ppv_gated": gated["per_class"]["S"]["ppv"], "macro_f1_gated": gated["macro_f1"],
     }
 
 
-def pooled_over_all_people(people: BeatTable, variant: Variant, *, epochs: int, seed: int) -> dict:
+def pooled_over_all_people(people: BeatTable, copies: BeatTable | None, variant: Variant, *, epochs: int, seed: int) -> dict:
     """DS1 and svdb people dealt together into folds; every person is predicted once by the model
     that did not see them, and the predictions are scored pooled (overall, DS1 people, svdb
     people). 81 people and ~10,000 S beats instead of 4-5 people a fold: a change must show here
@@ -154,14 +188,29 @@ def pooled_over_all_people(people: BeatTable, variant: Variant, *, epochs: int, 
     predictions = np.zeros(len(people), np.int64)
     for held_out in validation_people(people, folds=FOLDS, seed=seed):
         mine = np.isin(people.patient, [people.patients.index(p) for p in held_out])
-        train = people.of_patients(set(people.patients) - set(held_out))
+        train = with_copies(people.of_patients(set(people.patients) - set(held_out)), copies)
         predictions[mine] = train_and_predict(train, people.of_patients(held_out), variant, epochs=epochs, seed=seed)
     extra = np.array(["/" in name for name in people.patients])[people.patient]  # load_people names them <database>/<record>
+    gated = without_s_in_fibrillation(predictions, fibrillation_beats(people))
     result = {}
     for group, mask in (("all", np.ones(len(people), bool)), ("DS1 people", ~extra), ("svdb people", extra)):
         report = classification_report(people.labels[mask], predictions[mask])
         result[group] = {"macro_f1": report["macro_f1"], **{f"{c}_{k}": report["per_class"][c][k] for c in ("S", "V") for k in ("f1", "sensitivity", "ppv", "support")}}
+        report = classification_report(people.labels[mask], gated[mask])
+        result[group].update({"S_f1_gated": report["per_class"]["S"]["f1"], "macro_f1_gated": report["macro_f1"]})
     return result
+
+
+def altered_copies(variant: Variant, args: argparse.Namespace, ds1: BeatTable, extra: BeatTable | None) -> BeatTable | None:
+    """The noisy or AF-surrogate copies of every person a variant asks for (training folds pick theirs)."""
+    if not (variant.noise_copies or variant.af_surrogate):
+        return None
+    people = [(Path(args.data_dir), list(ds1.patients), "", args.seed)]
+    if extra is not None:
+        people.append((Path(args.svdb), [p.split("/", 1)[1] for p in extra.patients], "svdb/", args.seed + 1))
+    if variant.noise_copies:
+        return BeatTable.concatenate([noisy_copies(d, names, variant.spec, Path(args.nstdb), seed=seed, prefix=prefix) for d, names, prefix, seed in people])
+    return BeatTable.concatenate([af_surrogates(d, names, variant.spec, variant.af_surrogate, seed=seed, prefix=prefix) for d, names, prefix, seed in people])
 
 
 def main() -> int:
@@ -192,26 +241,21 @@ def main() -> int:
             loaded[variant.spec] = (load_split(args.data_dir, "DS1", spec=variant.spec), load_people(args.svdb, spec=variant.spec) if args.svdb else None)
         ds1, extra = loaded[variant.spec]
         started = time.perf_counter()
+        copies = altered_copies(variant, args, ds1, extra)
         if args.all_people:
             people = BeatTable.concatenate([ds1, extra] if variant.extra_people else [ds1])
-            seeds = {seed: pooled_over_all_people(people, variant, epochs=args.epochs, seed=int(seed)) for seed in args.all_people.split(",")}
+            seeds = {seed: pooled_over_all_people(people, copies, variant, epochs=args.epochs, seed=int(seed)) for seed in args.all_people.split(",")}
             results[name] = {"variant": dataclasses.asdict(variant), "seeds": seeds}
             for seed, groups in seeds.items():
-                print(f"{name}, seed {seed}: " + "; ".join(f"{g} S F1 {r['S_f1']:.3f} V F1 {r['V_f1']:.3f} macro {r['macro_f1']:.3f}" for g, r in groups.items()), flush=True)
+                print(f"{name}, seed {seed}: " + "; ".join(f"{g} S F1 {r['S_f1']:.3f} (gated {r['S_f1_gated']:.3f}) V F1 {r['V_f1']:.3f} macro {r['macro_f1']:.3f}" for g, r in groups.items()), flush=True)
             continue
-        noisy = None
-        if variant.noise_copies:
-            noisy = noisy_copies(Path(args.data_dir), list(ds1.patients), variant.spec, Path(args.nstdb), seed=args.seed)
-            if extra is not None:
-                svdb_names = [p.split("/", 1)[1] for p in extra.patients]
-                noisy = BeatTable.concatenate([noisy, noisy_copies(Path(args.svdb), svdb_names, variant.spec, Path(args.nstdb), seed=args.seed + 1, prefix="svdb/")])
         folds = validation_people(ds1, folds=FOLDS, seed=args.seed)
-        runs = {str(k): run_fold(ds1, extra, noisy, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
+        runs = {str(k): run_fold(ds1, extra, copies, folds[k], variant, epochs=args.epochs, seed=args.seed) for k in range(FOLDS)}
         summary = {key: {"mean": float(np.mean([r[key] for r in runs.values()])), "std": float(np.std([r[key] for r in runs.values()]))}
-                   for key in ("S_f1", "V_f1", "macro_f1")}
+                   for key in ("S_f1", "V_f1", "macro_f1", "S_f1_gated", "macro_f1_gated")}
         results[name] = {"variant": dataclasses.asdict(variant), "folds": runs, **summary}
         print(f"{name}: S F1 {summary['S_f1']['mean']:.3f}±{summary['S_f1']['std']:.3f}  V F1 {summary['V_f1']['mean']:.3f}  "
-              f"macro {summary['macro_f1']['mean']:.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+              f"macro {summary['macro_f1']['mean']:.3f}  with the AF gate: S F1 {summary['S_f1_gated']['mean']:.3f} macro {summary['macro_f1_gated']['mean']:.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
     RESULTS.mkdir(exist_ok=True)
     protocol = pooled_over_all_people.__doc__ if args.all_people else __doc__.split("\n\n")[1]
     path.write_text(json.dumps({"protocol": protocol, "epochs": args.epochs, "variants": results}, indent=2) + "\n")
