@@ -27,9 +27,12 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
     if svdb:
         table["+ svdb people"] = ["--extra-data-dir", svdb]
         table["+ svdb people, client lr 0.1"] = ["--extra-data-dir", svdb, "--client-learning-rate", "0.1"]
-        table["+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"] = ["--extra-data-dir", svdb, "--server-momentum", "0.9", "--server-learning-rate", "0.1"]
+        fedavgm = ["--extra-data-dir", svdb, "--server-momentum", "0.9", "--server-learning-rate", "0.1"]
+        table["+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"] = fedavgm
         table["+ svdb people, FedAvgM (server momentum 0.5, server lr 1)"] = ["--extra-data-dir", svdb, "--server-momentum", "0.5"]
         table["+ svdb people, FedAdam (server lr 0.003)"] = ["--extra-data-dir", svdb, "--algorithm", "fedadam", "--server-learning-rate", "0.003"]
+        table["+ svdb people, FedAvgM, 1 local epoch"] = [*fedavgm, "--local-epochs", "1"]
+        table["+ svdb people, FedAvgM, 5 local epochs"] = [*fedavgm, "--local-epochs", "5"]
     return table
 
 

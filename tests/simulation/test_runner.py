@@ -143,6 +143,7 @@ def test_flags_override_the_file(tmp_path):
     [
         (["--clients", "10", "--clients-per-round", "20"], "clients_per_round (20) must not exceed clients (10)"),
         (["--rounds", "-1"], "rounds must be >= 1, got -1"),
+        (["--local-epochs", "0"], "local_epochs must be >= 1, got 0"),
         (["--dataset", "mitdb", "--data-dir", "/nonexistent"], "/nonexistent: data directory does not exist"),
     ],
 )
