@@ -9,7 +9,8 @@ mistakes on the held-back beats than the global model, the wearer keeps the glob
 A class the labelled minutes never showed (a wearer whose S runs start at minute 20) is called
 only where the global model calls it: fine-tuning on minutes without it only teaches the model
 that it is rare, and must neither hide the global model's calls of it nor add its own.
-With ``unseen_classes="calibrated"``, when the global model called that class on at least
+With ``unseen_classes="calibrated"`` (the default: chosen on validation people,
+benchmarks/personalization.py select), when the global model called that class on at least
 ``BIASED_SHARE`` of the labelled beats (all of them something else: a bias for this wearer, such
 as AF beats read as S, not one odd beat), its call must also be more confident than any of those.
 """
@@ -60,7 +61,7 @@ class PersonalizationRecipe:
     class_weight_power: float = 0.5  # the wearer's own class frequencies, to this power, weigh the loss
     held_back_fraction: float = 0.2
     patience: int = 3
-    unseen_classes: str = "global"  # a class absent from the labelled minutes: see UNSEEN_CLASSES
+    unseen_classes: str = "calibrated"  # a class absent from the labelled minutes: see UNSEEN_CLASSES
     seed: int = 0
 
     def __post_init__(self) -> None:
