@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -30,14 +32,14 @@ from datasets.af_surrogate import SurrogateConfig, surrogate_af  # noqa: E402
 from datasets.beat_table import BeatTable, extract_beats  # noqa: E402
 from datasets.loading import load_people, load_split  # noqa: E402
 from datasets.noise_stress import mix_noise  # noqa: E402
-from datasets.records import read_record  # noqa: E402
+from datasets.records import EcgRecord, read_record  # noqa: E402
 from edge_runtime.aami import classes_of  # noqa: E402
 from edge_runtime.filters import bandpass_resample  # noqa: E402
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
 from edge_runtime.beats import RR_FEATURE_NAMES, BeatSpec, rr_model_input  # noqa: E402
 from models.beat_classifier import WeightedCrossEntropy, build_beat_classifier, class_weights  # noqa: E402
 from edge_runtime.rhythm import without_s_in_fibrillation  # noqa: E402
-from simulation.beat_data import fibrillation_beats, rhythm_features  # noqa: E402
+from simulation.beat_data import fibrillation_beats, irregularity_by_person  # noqa: E402
 from simulation.metrics import classification_report  # noqa: E402
 from simulation.runner import validation_people  # noqa: E402
 
@@ -81,36 +83,34 @@ VARIANTS = {
 NOISY = "+noise"
 SURROGATE = "+af"
 SNR_RANGE_DB = (6.0, 18.0)
+Alteration = Callable[[EcgRecord, np.random.Generator], "EcgRecord | None"]
 
 
-def noisy_copies(directory: Path, names: list[str], spec: BeatSpec, nstdb: Path, *, seed: int, prefix: str = "") -> BeatTable:
-    """Each record once more, with one of nstdb's em/ma/bw noises throughout at an SNR drawn from
-    SNR_RANGE_DB (nst's scale), as the person ``<prefix><name>+noise``: the same beats, as a
-    moving wearer records them."""
+def altered_people(directory: Path, names: list[str], spec: BeatSpec, alter: Alteration, suffix: str, *, seed: int, prefix: str = "") -> BeatTable:
+    """Each record's person once more as ``alter`` makes them (one generator, seeded once, through the
+    list), as the person ``<prefix><name><suffix>``; a record ``alter`` cannot use is left out."""
     rng = np.random.default_rng(seed)
-    noises = {n: wfdb.rdrecord(str(nstdb / n), channels=[0]).p_signal[:, 0] for n in ("em", "ma", "bw")}
     tables = []
     for name in names:
-        record = read_record(directory / name)
+        altered = alter(read_record(directory / name), rng)
+        if altered is not None:
+            tables.append(dataclasses.replace(extract_beats(altered, spec), patients=(f"{prefix}{name}{suffix}",)))
+    return BeatTable.concatenate(tables)
+
+
+def nstdb_noise(nstdb: Path) -> Alteration:
+    """The record with one of nstdb's em/ma/bw noises throughout at an SNR drawn from SNR_RANGE_DB
+    (nst's scale): the same beats, as a moving wearer records them."""
+    noises = {n: wfdb.rdrecord(str(nstdb / n), channels=[0]).p_signal[:, 0] for n in ("em", "ma", "bw")}
+
+    def add_noise(record: EcgRecord, rng: np.random.Generator) -> EcgRecord:
         noise = noises[rng.choice(sorted(noises))]
         noise = bandpass_resample(noise, 360.0, record.fs_hz, band_hz=(0.0, 0.45 * record.fs_hz)) if record.fs_hz != 360.0 else noise
         noise = np.roll(noise, int(rng.integers(noise.size)))
         beats = record.ann_samples[classes_of(record.ann_symbols) >= 0]
-        noisy = mix_noise(record.signal, beats, record.fs_hz, noise, float(rng.uniform(*SNR_RANGE_DB)))
-        table = extract_beats(dataclasses.replace(record, signal=noisy), spec)
-        tables.append(dataclasses.replace(table, patients=(f"{prefix}{name}{NOISY}",)))
-    return BeatTable.concatenate(tables)
+        return dataclasses.replace(record, signal=mix_noise(record.signal, beats, record.fs_hz, noise, float(rng.uniform(*SNR_RANGE_DB))))
 
-
-def af_surrogates(directory: Path, names: list[str], spec: BeatSpec, config: SurrogateConfig, *, seed: int, prefix: str = "") -> BeatTable:
-    """Each record's person once more in atrial fibrillation or flutter, as ``<prefix><name>+af``."""
-    rng = np.random.default_rng(seed)
-    tables = []
-    for name in names:
-        surrogate = surrogate_af(read_record(directory / name), rng, config)
-        if surrogate is not None:
-            tables.append(dataclasses.replace(extract_beats(surrogate, spec), patients=(f"{prefix}{name}{SURROGATE}",)))
-    return BeatTable.concatenate(tables)
+    return add_noise
 
 
 def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +122,7 @@ def inputs(table: BeatTable, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
     if variant.rr_ratios_only:
         log_rr[:, [i for i, name in enumerate(RR_FEATURE_NAMES) if name.endswith("_s")]] = 0.0
     if variant.irregularity_input:
-        log_rr[:, RR_FEATURE_NAMES.index("local_rr_s")] = np.log(np.maximum(rhythm_features(table)[0], 1e-2))
+        log_rr[:, RR_FEATURE_NAMES.index("local_rr_s")] = np.log(np.maximum(irregularity_by_person(table), 1e-2))
     return beat, log_rr
 
 
@@ -209,8 +209,10 @@ def altered_copies(variant: Variant, args: argparse.Namespace, ds1: BeatTable, e
     if extra is not None:
         people.append((Path(args.svdb), [p.split("/", 1)[1] for p in extra.patients], "svdb/", args.seed + 1))
     if variant.noise_copies:
-        return BeatTable.concatenate([noisy_copies(d, names, variant.spec, Path(args.nstdb), seed=seed, prefix=prefix) for d, names, prefix, seed in people])
-    return BeatTable.concatenate([af_surrogates(d, names, variant.spec, variant.af_surrogate, seed=seed, prefix=prefix) for d, names, prefix, seed in people])
+        alter, suffix = nstdb_noise(Path(args.nstdb)), NOISY
+    else:
+        alter, suffix = functools.partial(surrogate_af, config=variant.af_surrogate), SURROGATE
+    return BeatTable.concatenate([altered_people(d, names, variant.spec, alter, suffix, seed=seed, prefix=prefix) for d, names, prefix, seed in people])
 
 
 def main() -> int:

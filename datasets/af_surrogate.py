@@ -46,7 +46,7 @@ def normal_complexes(record: EcgRecord) -> np.ndarray:
     labels = classes_of(record.ann_symbols)
     beats = labels >= 0
     samples, labels = record.ann_samples[beats], labels[beats]
-    before, after = int(round(QRS_ONSET_S * record.fs_hz)), int(round(COMPLEX_AFTER_S * record.fs_hz))
+    before, after = _onset_samples(record.fs_hz), int(round(COMPLEX_AFTER_S * record.fs_hz))
     middle = np.arange(1, samples.size - 1)
     keep = (labels[middle] == 0) & (labels[middle - 1] == 0) & (labels[middle + 1] == 0)
     r = samples[middle[keep]]
@@ -66,7 +66,7 @@ def surrogate_af(record: EcgRecord, rng: np.random.Generator, config: SurrogateC
     if complexes.shape[0] < 20:
         return None
     fs = record.fs_hz
-    before = int(round(QRS_ONSET_S * fs))
+    before = _onset_samples(fs)
     sinus_rr = float(np.median(np.diff(record.ann_samples[classes_of(record.ann_symbols) == 0]))) / fs
     flutter = rng.random() < config.flutter_share
     duration_s = config.minutes * 60.0
@@ -82,7 +82,7 @@ def surrogate_af(record: EcgRecord, rng: np.random.Generator, config: SurrogateC
     r_times = 1.0 + np.cumsum(rr)
     r_times = r_times[r_times < duration_s - 1.0]
     n = int(duration_s * fs)
-    signal = atrial_activity(n, fs, flutter, rng)
+    signal = atrial_signal(n, fs, flutter, rng)
     peak_to_peak = float(np.median(np.ptp(complexes, axis=1)))
     signal *= peak_to_peak * rng.uniform(*config.atrial_amplitude) / max(float(np.std(signal)) * 2.8, 1e-9)
     r_samples = np.rint(r_times * fs).astype(np.int64)
@@ -98,7 +98,7 @@ def surrogate_af(record: EcgRecord, rng: np.random.Generator, config: SurrogateC
     )
 
 
-def atrial_activity(n: int, fs: float, flutter: bool, rng: np.random.Generator) -> np.ndarray:
+def atrial_signal(n: int, fs: float, flutter: bool, rng: np.random.Generator) -> np.ndarray:
     """Unscaled atrial signal: flutter's sawtooth, or AF's f waves (a drifting 4-9 Hz oscillation
     with a wandering amplitude)."""
     t = np.arange(n) / fs
@@ -110,6 +110,10 @@ def atrial_activity(n: int, fs: float, flutter: bool, rng: np.random.Generator) 
     phase = 2 * np.pi * np.cumsum(frequency) / fs
     envelope = 1.0 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.random() * 2 * np.pi)
     return envelope * np.sin(phase)
+
+
+def _onset_samples(fs: float) -> int:
+    return int(round(QRS_ONSET_S * fs))
 
 
 def _tapered(length: int, taper: int) -> np.ndarray:

@@ -43,12 +43,17 @@ def model_inputs(table: BeatTable, index: np.ndarray | slice = slice(None)) -> t
 def rhythm_features(table: BeatTable) -> tuple[np.ndarray, np.ndarray]:
     """(RR irregularity, atrial activity) of each row (edge_runtime.rhythm), from each person's
     beat times in time order and the model's own inputs, as a watch computes them."""
+    return irregularity_by_person(table), atrial_activity(table.windows)
+
+
+def irregularity_by_person(table: BeatTable) -> np.ndarray:
+    """float[n]: the RR irregularity around each row (edge_runtime.rhythm), person by person in time order."""
     irregularity = np.zeros(len(table))
     for index in range(len(table.patients)):
         rows = np.flatnonzero(table.patient == index)
         rows = rows[np.argsort(table.time_s[rows], kind="stable")]
         irregularity[rows] = rr_irregularity(table.time_s[rows])
-    return irregularity, atrial_activity(table.windows)
+    return irregularity
 
 
 def fibrillation_beats(table: BeatTable) -> np.ndarray:
