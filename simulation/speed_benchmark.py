@@ -1,9 +1,10 @@
 """`fedbeat bench sim`: simulated-round throughput against centralized Keras, in one process.
 
 Machines are noisy, so everything is a ratio measured in one run: examples/s of a federated
-round (every reporter's local epochs) over examples/s of Keras ``fit`` on the same examples
+round (every reporter's local epochs) over examples/s of Keras ``fit`` on one round's examples
 with the same batch size, and resident memory (this process + its TFF worker) at round 5
-against the last round. Resident memory moves by a few per cent from round to round with the
+against the last round. Keras is the median of several timed passes after the rounds (not
+the best one: a lucky pass should not fail a check). Resident memory moves by a few per cent from round to round with the
 shards' sizes, so growth is also reported between the peaks of the first and last windows
 of rounds (``rss_envelope_growth``): a leak raises that envelope, a fluctuation does not.
 """
@@ -37,6 +38,7 @@ class SpeedBenchmarkConfig:
     vanilla_rounds: int = 2
     vanilla_sweep: tuple[int, ...] = (100, 300, 1000)
     """TFF's plain per-watch path (``build_weighted_fed_avg``), for the paired speed-up."""
+    keras_passes: int = 5
 
     @classmethod
     def quick(cls) -> "SpeedBenchmarkConfig":
@@ -45,6 +47,8 @@ class SpeedBenchmarkConfig:
     def __post_init__(self) -> None:
         if self.rounds < 6:
             raise ValueError(f"rounds must be >= 6 (memory is compared from round 5), got {self.rounds}")
+        if self.keras_passes < 1:
+            raise ValueError(f"keras_passes must be >= 1, got {self.keras_passes}")
 
 
 def _simulation_config(clients_per_round: int, client_path: str) -> SimulationConfig:
@@ -74,12 +78,13 @@ def _rounds(config: SimulationConfig, rounds: int, *, progress: bool) -> list[di
 
 
 def _examples_per_s(log: list[dict], warmup: int = 1) -> float:
+    """Mean throughput after the warm-up round: what a run of these rounds delivers."""
     timed = log[warmup:]
     return sum(r["examples"] for r in timed) / sum(r["seconds"] for r in timed)
 
 
-def keras_examples_per_s(config: SimulationConfig) -> float:
-    """Centralized Keras ``fit`` on one round's examples (same batches): the best of three timed passes."""
+def keras_examples_per_s(config: SimulationConfig, passes: int) -> float:
+    """Centralized Keras ``fit`` on one round's examples (same batches): the median of ``passes`` timed passes."""
     data = prepare_data(config)
     reporters = np.random.default_rng(0).choice(len(data.population), config.clients_per_round, replace=False)
     beats = [data.population.client(c) for c in reporters]
@@ -88,13 +93,13 @@ def keras_examples_per_s(config: SimulationConfig) -> float:
     model = build_beat_classifier(seed=config.seed)
     model.compile(tf.keras.optimizers.SGD(config.centralized_learning_rate), WeightedCrossEntropy(class_weights(data.train.labels)))
     inputs, labels = model_inputs(data.train, index), data.train.labels[index].astype(np.int32)
-    model.fit(inputs, labels, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
+    model.fit(inputs, labels, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)  # warm-up: tracing is not throughput
     seconds = []
-    for _ in range(3):
+    for _ in range(passes):
         started = time.perf_counter()
         model.fit(inputs, labels, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
         seconds.append(time.perf_counter() - started)
-    return len(index) / min(seconds)
+    return len(index) / float(np.median(seconds))
 
 
 def rss_envelope_growth(rss: list[float]) -> float:
@@ -106,7 +111,7 @@ def rss_envelope_growth(rss: list[float]) -> float:
 def benchmark_simulation(bench: SpeedBenchmarkConfig, *, progress: bool = True) -> dict:
     config = _simulation_config(bench.clients_per_round, "vectorised")
     log = _rounds(config, bench.rounds, progress=progress)
-    keras = keras_examples_per_s(config)
+    keras = keras_examples_per_s(config, bench.keras_passes)
     sim = _examples_per_s(log)
     result = {
         **platform_summary(),
