@@ -1,12 +1,15 @@
 """Choices made on validation people only: each variant trained on DS1 minus a fold of DS1 people
 (plus any extra databases) and scored on that fold. DS2 is never opened (``--validation-fold``).
 
-Usage: python benchmarks/selection.py [--data-dir DIR] [--svdb DIR] [--folds 5] [--use-folds 0,1,2] [--rounds 100]
-Writes benchmarks/results/selection.json: per variant, per fold S/V F1 and macro-F1, and their means.
+Usage: python benchmarks/selection.py [--data-dir DIR] [--svdb DIR] [--folds 5] [--use-folds 0,1,2] [--rounds 100] [--only NAME] [--decide-only]
+Writes benchmarks/results/selection.json: per variant, per fold S/V F1 and macro-F1, and their means;
+then applies the selection rule (``simulation.model_selection.MarginRule``) against the
+configuration in force and writes its decision to benchmarks/results/selection_decision.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,8 +20,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
+from simulation.model_selection import MarginRule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+IN_FORCE = "+ svdb people, FedAvgM, 1 local epoch"
+"""The configuration ``benchmarks/mitdb_reference.py`` trains (chosen at stop 33)."""
 
 
 def variants(svdb: str | None) -> dict[str, list[str]]:
@@ -49,14 +55,17 @@ def main() -> int:
     parser.add_argument("--use-folds", default="0,1,2", help="which folds to run (all folds cost --folds runs per variant)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--only", help="run only the variant with this name")
+    parser.add_argument("--decide-only", action="store_true", help="train nothing: apply the selection rule to the stored results")
     args = parser.parse_args()
+    path = RESULTS / "selection.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if args.decide_only:
+        return decide(results)
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     fedbeat = str(Path(sys.executable).with_name("fedbeat"))
     common = ["--dataset", "mitdb", "--data-dir", str(args.data_dir), "--clients", "1000", "--clients-per-round", "100", "--dropout", "0.2",
               "--rounds", str(args.rounds), "--partition", "patient", "--seed", "0", "--validation-folds", str(args.folds), "--json"]
-    path = RESULTS / "selection.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
     folds = [int(f) for f in args.use_folds.split(",")]
     for name, flags in variants(str(args.svdb) if args.svdb else None).items():
         if args.only and name != args.only:
@@ -77,6 +86,17 @@ def main() -> int:
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(name, "mean", {k: round(v, 3) for k, v in means.items()}, flush=True)
+    return decide(results)
+
+
+def decide(results: dict) -> int:
+    rule = MarginRule()
+    chosen, gains = rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+    for g in sorted(gains, key=lambda g: -g.mean):
+        print(f"{g.challenger}: {rule.metric} gain {g.mean:+.4f} (se {g.standard_error:.4f}, needs {g.required:.4f}){' WINS' if g.wins else ''}")
+    print(f"in force: {IN_FORCE}; rule keeps or chooses: {chosen}")
+    decision = {"rule": dataclasses.asdict(rule), "in_force": IN_FORCE, "chosen": chosen, "gains": [dataclasses.asdict(g) | {"wins": g.wins} for g in gains]}
+    (RESULTS / "selection_decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     return 0
 
 

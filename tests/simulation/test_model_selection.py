@@ -1,0 +1,44 @@
+"""The selection rule keeps the configuration in force unless a challenger beats it by more than the folds' noise."""
+import pytest
+
+from simulation.model_selection import MarginRule
+
+
+def folds(*macro: float) -> dict[str, dict[str, float]]:
+    return {str(i): {"macro_f1": m} for i, m in enumerate(macro)}
+
+
+# Stop 33's validation macro-F1 per fold (benchmarks/results/selection.json): 3 local epochs in force, 1 epoch the challenger.
+THREE_EPOCHS = folds(0.6920, 0.4769, 0.6230)
+ONE_EPOCH = folds(0.6845, 0.4714, 0.6512)
+
+
+def test_a_gain_inside_the_folds_noise_keeps_the_incumbent():
+    # +0.005 in the mean, carried by one fold: stop 33 switched on this; the rule would not have.
+    chosen, [gain] = MarginRule().decide("3 epochs", {"3 epochs": THREE_EPOCHS, "1 epoch": ONE_EPOCH})
+    assert chosen == "3 epochs"
+    assert gain.mean == pytest.approx(0.0051, abs=1e-4)
+    assert not gain.wins and gain.required > gain.mean
+
+
+def test_a_consistent_gain_beyond_the_noise_wins_and_the_largest_winner_is_chosen():
+    incumbent = folds(0.60, 0.45, 0.62)
+    variants = {"in force": incumbent, "small": folds(0.62, 0.47, 0.64), "large": folds(0.65, 0.49, 0.68), "worse": folds(0.50, 0.40, 0.60)}
+    chosen, gains = MarginRule().decide("in force", variants)
+    assert chosen == "large"
+    assert {g.challenger for g in gains if g.wins} == {"small", "large"}
+
+
+def test_a_steady_gain_still_needs_the_minimum():
+    # Zero spread makes the standard error 0; the floor of 0.01 still applies.
+    chosen, [gain] = MarginRule().decide("a", {"a": folds(0.60, 0.50), "b": folds(0.605, 0.505)})
+    assert chosen == "a" and gain.required == pytest.approx(0.01)
+
+
+def test_unpaired_or_missing_scores_are_refused():
+    with pytest.raises(ValueError, match="paired"):
+        MarginRule().decide("a", {"a": folds(0.6, 0.5, 0.4), "b": folds(0.7, 0.6)})
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        MarginRule().decide("a", {"a": folds(0.6), "b": folds(0.7)})
+    with pytest.raises(ValueError, match="no validation scores"):
+        MarginRule().decide("c", {"a": folds(0.6, 0.5)})
