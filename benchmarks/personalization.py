@@ -1,6 +1,6 @@
 """On-watch personalisation (patient-adaptable protocol): the recipe chosen on validation people, then DS2.
 
-  select: each recipe of the grid personalises the people of validation folds 0-2 of DS1 (first
+  select: each recipe of the grid personalises the people of every validation fold of DS1 with a fold model (all five by default; first
           5 minutes labelled, the rest scored), each fold with the global model of a federated run
           that never saw them (`fedbeat simulate ... --validation-fold K`, exported). DS2 is not read.
   report: the chosen recipe (PersonalizationRecipe's defaults, checked against the selection) on
