@@ -40,6 +40,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, metavar="E", help="passes over its own beats each watch makes per round (default 3)")
     parser.add_argument("--server-learning-rate", type=float, metavar="LR", help="step of the server optimizer on the mean update (default 1.0; FedAdam 0.01)")
     parser.add_argument("--server-momentum", type=float, metavar="B", help="FedAvgM (Hsu et al. 2019): heavy-ball momentum of the server step (default 0 = FedAvg)")
+    parser.add_argument("--release-decay", type=float, metavar="D", help="release a moving average of the rounds' global models, avg = D avg + (1 - D) latest (default 0: the last round's)")
     parser.add_argument("--class-weight-power", type=float, metavar="P", help="loss weight of a class = (1 / frequency)^P (default 0.5; 0 = unweighted)")
     parser.add_argument("--clients-per-round", type=int, help="reports the server waits for each round")
     parser.add_argument("--rounds", type=int)
@@ -66,7 +67,7 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
     overrides = {
         key: getattr(args, key)
         for key in (
-            "dataset", "data_dir", "extra_data_dirs", "validation_fold", "validation_folds", "clients", "class_weight_power", "client_learning_rate", "local_epochs", "server_learning_rate", "server_momentum", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
+            "dataset", "data_dir", "extra_data_dirs", "validation_fold", "validation_folds", "clients", "class_weight_power", "client_learning_rate", "local_epochs", "server_learning_rate", "server_momentum", "release_decay", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
             "client_path", "shard_size", "workers", "worker_addresses", "dp_noise_multiplier", "dp_target_epsilon", "dp_clip", "dp_clip_quantile",
             "dp_target_delta", "secure_aggregation", "seed", "out",
         )

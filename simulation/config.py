@@ -42,6 +42,8 @@ class SimulationConfig:
     max_update_norm: float = MAX_UPDATE_NORM
     server_learning_rate: float | None = None
     server_momentum: float = 0.0
+    release_decay: float = 0.0
+    """0: release the last round's global model; else an exponential moving average of the rounds' models (simulation/model_release.py)."""
     centralized_learning_rate: float = 0.02
     proximal_strength: float = 0.01
     class_weight_power: float = 0.5
@@ -98,6 +100,8 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.server_momentum < 1:
             raise ValueError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
+        if not 0 <= self.release_decay < 1:
+            raise ValueError(f"release_decay must be in [0, 1), got {self.release_decay}")
         if self.server_momentum and self.algorithm == "fedadam":
             raise ValueError("server_momentum is FedAvgM's heavy ball on SGD; FedAdam keeps its own moments (drop --server-momentum)")
         if self.server_learning_rate is not None and self.server_learning_rate <= 0:

@@ -36,6 +36,7 @@ from simulation.privacy import noise_to_signal, private_aggregator, secure_mean_
 from simulation.privacy_config import PrivacyConfig
 from simulation.kernels import platform_summary
 from simulation.metrics import classification_report, per_record_report
+from simulation.model_release import ReleasedModel
 from simulation.plots import plot_confusion, plot_rounds
 from simulation.resources import peak_rss_mb, rss_mb
 from simulation.shards import local_orders, shard_datasets
@@ -187,18 +188,21 @@ def round_data(config: SimulationConfig, table: BeatTable, population: ClientPop
     return [client_dataset(table, b, o, batch_size=config.batch_size) for b, o in zip(beats, orders)]
 
 
-def save_checkpoint(out: Path, round_index: int, state) -> None:
+def save_checkpoint(out: Path, round_index: int, state, released: list[np.ndarray]) -> None:
+    """The process state and the released model's running average, replaced atomically."""
     partial = out / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
     arrays = {f"s{i}": np.asarray(a) for i, a in enumerate(tf.nest.flatten(state))}
+    arrays.update({f"r{i}": a for i, a in enumerate(released)})
     np.savez(partial, round=np.int64(round_index), **arrays)
     os.replace(partial, out / CHECKPOINT)
 
 
-def load_checkpoint(out: Path, template_state) -> tuple[int, object]:
-    """(last completed round, state) from ``out``; the template gives the structure."""
+def load_checkpoint(out: Path, template_state) -> tuple[int, object, list[np.ndarray]]:
+    """(last completed round, state, released-model leaves) from ``out``; the template gives the structure."""
     with np.load(out / CHECKPOINT) as data:
         leaves = [data[f"s{i}"] for i in range(len(tf.nest.flatten(template_state)))]
-        return int(data["round"]), tf.nest.pack_sequence_as(template_state, leaves)
+        released = [data[k] for k in sorted((k for k in data.files if k.startswith("r") and k[1:].isdigit()), key=lambda k: int(k[1:]))]
+        return int(data["round"]), tf.nest.pack_sequence_as(template_state, leaves), released
 
 
 def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -230,9 +234,14 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
         payload_bytes = upload_bytes(config.compression, keras_model.count_params())
         initial = tff.learning.models.ModelWeights.from_model(keras_model)
         state = process.set_model_weights(state, initial)
+        release = ReleasedModel(config.release_decay, initial)
         start_round, metrics_mode = 0, "w"
         if resume and (out / CHECKPOINT).is_file():
-            start_round, state = load_checkpoint(out, state)
+            start_round, state, released = load_checkpoint(out, state)
+            if released:
+                release.restore(released)
+            else:  # a checkpoint from before release averaging: the last round's model
+                release.update(process.get_model_weights(state))
             metrics_mode = "a"
             _truncate_metrics(out / "metrics.jsonl", start_round)
             totals = _replay_totals(out / "metrics.jsonl", totals)
@@ -247,6 +256,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                 if not plan.abandoned:
                     output = process.next(state, round_data(config, data.train, data.population, plan.reporters, round_index))
                     state = output.state
+                    release.update(process.get_model_weights(state))
                     if privacy is None:  # un-noised client statistics are not released under DP
                         record["train_loss"] = float(output.metrics["client_work"]["train"]["loss"])
                 if privacy is not None:
@@ -255,7 +265,7 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                     )
                     record["clip"] = _clip_measurement(output.metrics) if not plan.abandoned else None
                 if round_index % config.eval_every == 0 or round_index == config.rounds:
-                    process.get_model_weights(state).assign_weights_to(keras_model)
+                    release.released().assign_weights_to(keras_model)
                     evaluation = evaluate(keras_model, data.test, loss_weights)
                     record["eval"] = {k: evaluation[k] for k in ("loss", "accuracy", "macro_f1")}
                     record["eval"]["f1"] = {name: row["f1"] for name, row in evaluation["per_class"].items()}
@@ -263,14 +273,13 @@ def run_simulation(config: SimulationConfig, *, resume: bool = False, progress: 
                 record["rss_mb"] = round(rss_mb(runtime.worker_pids), 1)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                save_checkpoint(out, round_index, state)  # after the log line: a kill between them replays the round
+                save_checkpoint(out, round_index, state, release.leaves())  # after the log line: a kill between them replays the round
                 bar.set_postfix(
                     loss=f"{record.get('train_loss', float('nan')):.3f}", rep=f"{plan.reporters.size}/{plan.invited.size}",
                     drop=plan.dropped, late=plan.late, s=f"{record['seconds']:.1f}",
                 )
         peak_memory = peak_rss_mb(runtime.worker_pids)
-        weights = process.get_model_weights(state)
-        weights.assign_weights_to(keras_model)
+        release.released().assign_weights_to(keras_model)
         if evaluation is None:
             evaluation = evaluate(keras_model, data.test, loss_weights)
 

@@ -59,8 +59,9 @@ def write_config(path: Path, **fields) -> Path:
 
 
 def test_resumed_run_ends_with_the_same_model_as_an_uninterrupted_one(tmp_path):
-    # Prepare: one uninterrupted 4-round FedAdam run; one stopped after 2 rounds then resumed
-    config = write_config(tmp_path / "small.toml", algorithm="fedadam")
+    # Prepare: one uninterrupted 4-round FedAdam run releasing a moving average of the rounds' models
+    # (its running average is part of the checkpoint); one stopped after 2 rounds then resumed
+    config = write_config(tmp_path / "small.toml", algorithm="fedadam", release_decay=0.5)
     tag = uuid.uuid4().hex
     full = fedbeat("simulate", "--config", str(config), "--rounds", "4", "--out", str(tmp_path / "full"), "--json", tag=tag)
     fedbeat("simulate", "--config", str(config), "--rounds", "2", "--out", str(tmp_path / "cut"), "--json", tag=tag)
@@ -144,6 +145,7 @@ def test_flags_override_the_file(tmp_path):
         (["--clients", "10", "--clients-per-round", "20"], "clients_per_round (20) must not exceed clients (10)"),
         (["--rounds", "-1"], "rounds must be >= 1, got -1"),
         (["--local-epochs", "0"], "local_epochs must be >= 1, got 0"),
+        (["--release-decay", "1"], "release_decay must be in [0, 1), got 1.0"),
         (["--dataset", "mitdb", "--data-dir", "/nonexistent"], "/nonexistent: data directory does not exist"),
     ],
 )
