@@ -93,8 +93,13 @@ def main() -> int:
 
 
 def decide(results: dict) -> int:
+    """Apply the rule to the stored scores; 1 (with the reason) when it cannot be applied."""
     rule = MarginRule()
-    chosen, gains = rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+    try:
+        chosen, gains = rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+    except ValueError as error:  # the configuration in force not yet scored, or scored on other folds
+        print(f"selection rule not applied: {error}", file=sys.stderr)
+        return 1
     for g in sorted(gains, key=lambda g: -g.mean):
         print(f"{g.challenger}: {rule.metric} gain {g.mean:+.4f} (se {g.standard_error:.4f}, needs {g.required:.4f}){' WINS' if g.wins else ''}")
     print(f"in force: {IN_FORCE}; rule keeps or chooses: {chosen}")
