@@ -9,7 +9,7 @@ unless the ratio reaches MIN_RATIO (full mode: 2.0 with oneDNN, 1.5 on TensorFlo
 kernels, Keras measured under the same kernels in the same run; quick mode 1.2 and 0.6) and
 resident memory's envelope grows by at most MAX_RSS_ENVELOPE_GROWTH.
 
-Quick mode (200 clients) on a 2-core Xeon with AMX: with oneDNN fedbeat reaches 1.8-2.2x
+Quick mode (200 clients) on a 2-core Xeon with AMX: with oneDNN fedbeat measured 1.6-2.2x
 and TFF's per-watch clients 0.76x, so 1.2 catches a fall back to per-watch speed. On default
 kernels fedbeat measured 0.74-0.91x over runs and the per-watch path about the same at this
 cohort size, so 0.6 only catches a gross slowdown.
