@@ -39,6 +39,8 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
         table["+ svdb people, FedAdam (server lr 0.003)"] = ["--extra-data-dir", svdb, "--algorithm", "fedadam", "--server-learning-rate", "0.003"]
         table["+ svdb people, FedAvgM, 1 local epoch"] = [*fedavgm, "--local-epochs", "1"]
         table["+ svdb people, FedAvgM, 5 local epochs"] = [*fedavgm, "--local-epochs", "5"]
+        table["+ svdb people, FedAvgM, 1 local epoch, client lr 0.4"] = [*fedavgm, "--local-epochs", "1", "--client-learning-rate", "0.4"]
+        table["+ svdb people, FedAvgM (server lr 0.2), 1 local epoch"] = [*fedavgm, "--local-epochs", "1", "--server-learning-rate", "0.2"]
         table["+ svdb people, FedAvgM, 1 local epoch, 200 rounds"] = [*fedavgm, "--local-epochs", "1", "--rounds", "200"]
         for decay in ("0.9", "0.95"):
             table[f"+ svdb people, FedAvgM, 1 local epoch, released average (decay {decay})"] = [*fedavgm, "--local-epochs", "1", "--release-decay", decay]
