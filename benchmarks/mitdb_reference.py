@@ -22,8 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from datasets.splits import default_mitdb_dir  # noqa: E402
-from selection import IN_FORCE  # noqa: E402  (benchmarks/, this script's directory)
-from simulation.model_selection import MarginRule  # noqa: E402
+from selection import rule_decision  # noqa: E402  (benchmarks/, this script's directory)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SCORES = {"S_f1": ("S", "f1"), "S_se": ("S", "sensitivity"), "S_ppv": ("S", "ppv"), "V_f1": ("V", "f1"), "V_se": ("V", "sensitivity"), "V_ppv": ("V", "ppv")}
@@ -33,7 +32,7 @@ def chosen_variant() -> tuple[str, list[str], dict]:
     """The variant the selection rule keeps or chooses (simulation.model_selection.MarginRule against
     benchmarks/selection.py's configuration in force) from selection.json's validation scores."""
     selection = json.loads((RESULTS / "selection.json").read_text())
-    name, _ = MarginRule().decide(IN_FORCE, {n: result["folds"] for n, result in selection.items()})
+    name, _ = rule_decision(selection)
     return name, selection[name]["flags"], selection
 
 

@@ -94,11 +94,16 @@ def main() -> int:
     return decide(results)
 
 
+def rule_decision(results: dict, rule: MarginRule = MarginRule()) -> tuple[str, list]:
+    """The variant the rule keeps or chooses against IN_FORCE, and every challenger's paired gain."""
+    return rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+
+
 def decide(results: dict) -> int:
     """Apply the rule to the stored scores; 1 (with the reason) when it cannot be applied."""
     rule = MarginRule()
     try:
-        chosen, gains = rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+        chosen, gains = rule_decision(results, rule)
     except ValueError as error:  # the configuration in force not yet scored, or scored on other folds
         print(f"selection rule not applied: {error}", file=sys.stderr)
         return 1

@@ -13,20 +13,19 @@ import tensorflow_federated as tff
 
 
 class ReleasedModel:
-    """``decay`` 0 releases the last round's model; otherwise avg <- decay * avg + (1 - decay) * latest after each applied round."""
+    """avg <- decay * avg + (1 - decay) * latest after each applied round; ``decay`` 0 releases the
+    last round's model exactly (0 * avg + 1 * latest is latest, bit for bit, in float64)."""
 
     def __init__(self, decay: float, initial: tff.learning.models.ModelWeights):
         if not 0 <= decay < 1:
             raise ValueError(f"release decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.average = _copy(initial)
+        self.average = _as(initial, np.float64)
 
     def update(self, latest: tff.learning.models.ModelWeights) -> None:
-        if self.decay == 0:
-            self.average = _copy(latest)
-            return
+        latest = _as(latest, np.float64)
         self.average = tff.learning.models.ModelWeights(
-            *([self.decay * a + (1 - self.decay) * np.asarray(b, np.float64) for a, b in zip(old, new)]
+            *([self.decay * a + (1 - self.decay) * b for a, b in zip(old, new)]
               for old, new in ((self.average.trainable, latest.trainable), (self.average.non_trainable, latest.non_trainable)))
         )
 
@@ -36,13 +35,13 @@ class ReleasedModel:
 
     def restore(self, leaves: list[np.ndarray]) -> None:
         count = len(self.average.trainable)
-        self.average = tff.learning.models.ModelWeights([np.asarray(a, np.float64) for a in leaves[:count]], [np.asarray(a, np.float64) for a in leaves[count:]])
+        self.average = _as(tff.learning.models.ModelWeights(leaves[:count], leaves[count:]), np.float64)
 
     def released(self) -> tff.learning.models.ModelWeights:
         """The model to evaluate, save and export (float32, as Keras holds it)."""
-        return tff.learning.models.ModelWeights(
-            [a.astype(np.float32) for a in self.average.trainable], [a.astype(np.float32) for a in self.average.non_trainable])
+        return _as(self.average, np.float32)
 
 
-def _copy(weights: tff.learning.models.ModelWeights) -> tff.learning.models.ModelWeights:
-    return tff.learning.models.ModelWeights([np.array(a, np.float64) for a in weights.trainable], [np.array(a, np.float64) for a in weights.non_trainable])
+def _as(weights: tff.learning.models.ModelWeights, dtype: type) -> tff.learning.models.ModelWeights:
+    """A copy of ``weights`` in ``dtype``."""
+    return tff.learning.models.ModelWeights([np.array(a, dtype) for a in weights.trainable], [np.array(a, dtype) for a in weights.non_trainable])

@@ -201,7 +201,7 @@ def load_checkpoint(out: Path, template_state) -> tuple[int, object, list[np.nda
     """(last completed round, state, released-model leaves) from ``out``; the template gives the structure."""
     with np.load(out / CHECKPOINT) as data:
         leaves = [data[f"s{i}"] for i in range(len(tf.nest.flatten(template_state)))]
-        released = [data[k] for k in sorted((k for k in data.files if k.startswith("r") and k[1:].isdigit()), key=lambda k: int(k[1:]))]
+        released = [data[f"r{i}"] for i in range(sum(k.startswith("r") and k[1:].isdigit() for k in data.files))]
         return int(data["round"]), tf.nest.pack_sequence_as(template_state, leaves), released
 
 
