@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=default_mitdb_dir())
     parser.add_argument("--svdb", default=shared_database_dir("svdb"))
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--use-folds", default="0,1,2", help="which folds to run (all folds cost --folds runs per variant)")
+    parser.add_argument("--use-folds", default="0,1,2", help="which folds to run; their scores join the variant's stored folds (all folds cost --folds runs per variant)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--only", help="run only the variant with this name")
     parser.add_argument("--decide-only", action="store_true", help="train nothing: apply the selection rule to the stored results")
@@ -72,12 +72,13 @@ def main() -> int:
     common = ["--dataset", "mitdb", "--data-dir", str(args.data_dir), "--clients", "1000", "--clients-per-round", "100", "--dropout", "0.2",
               "--rounds", str(args.rounds), "--partition", "patient", "--seed", "0", "--validation-folds", str(args.folds), "--json"]
     folds = [int(f) for f in args.use_folds.split(",")]
-    for name, flags in variants(str(args.svdb) if args.svdb else None).items():
+    table = variants(str(args.svdb) if args.svdb else None)
+    for index, (name, flags) in enumerate(table.items()):
         if args.only and name != args.only:
             continue
-        runs = {}
+        runs = dict(results.get(name, {}).get("folds", {})) if results.get(name, {}).get("flags") == flags else {}
         for fold in folds:
-            command = [fedbeat, "simulate", *common, "--validation-fold", str(fold), "--out", f"runs/selection/{len(results)}-{fold}", *flags]
+            command = [fedbeat, "simulate", *common, "--validation-fold", str(fold), "--out", f"runs/selection/{index}-{fold}", *flags]
             completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
             if completed.returncode != 0:
                 print(completed.stderr[-3000:], file=sys.stderr)
@@ -87,7 +88,7 @@ def main() -> int:
             runs[str(fold)] = score(summary)
             print(name, fold, runs[str(fold)], flush=True)
         means = {k: float(np.mean([r[k] for r in runs.values()])) for k in ("S_f1", "V_f1", "macro_f1")}
-        results[name] = {"flags": flags, "folds": runs, "mean": means}
+        results[name] = {"flags": flags, "folds": dict(sorted(runs.items())), "mean": means}
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(name, "mean", {k: round(v, 3) for k, v in means.items()}, flush=True)

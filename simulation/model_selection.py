@@ -35,12 +35,13 @@ class MarginRule:
     metric: str = "macro_f1"
 
     def gain(self, challenger: str, incumbent_folds: FoldScores, challenger_folds: FoldScores) -> PairedGain:
-        """Mean and standard error of the challenger's per-fold gain over the incumbent, on the same folds."""
-        if set(incumbent_folds) != set(challenger_folds):
-            raise ValueError(f"{challenger!r} was scored on folds {sorted(challenger_folds)}, the incumbent on {sorted(incumbent_folds)}: gains must be paired")
-        if len(incumbent_folds) < 2:
-            raise ValueError(f"a paired gain needs at least 2 folds, got {len(incumbent_folds)}")
-        gains = [challenger_folds[f][self.metric] - incumbent_folds[f][self.metric] for f in incumbent_folds]
+        """Mean and standard error of the challenger's per-fold gain over the incumbent, on the folds
+        both were scored on (a challenger confirmed on more folds is judged on all of them)."""
+        shared = sorted(set(incumbent_folds) & set(challenger_folds))
+        if len(shared) < 2:
+            raise ValueError(f"{challenger!r} was scored on folds {sorted(challenger_folds)}, the incumbent on {sorted(incumbent_folds)}: "
+                             f"a paired gain needs at least 2 shared folds, got {len(shared)}")
+        gains = [challenger_folds[f][self.metric] - incumbent_folds[f][self.metric] for f in shared]
         mean = sum(gains) / len(gains)
         standard_error = math.sqrt(sum((g - mean) ** 2 for g in gains) / (len(gains) - 1) / len(gains))
         return PairedGain(challenger, mean, standard_error, max(self.min_gain, self.standard_errors * standard_error))

@@ -35,10 +35,20 @@ def test_a_steady_gain_still_needs_the_minimum():
     assert chosen == "a" and gain.required == pytest.approx(0.01)
 
 
+def test_gains_pair_only_the_folds_both_were_scored_on():
+    # The incumbent on 5 folds, one challenger confirmed on all 5, another still on folds 0-2.
+    incumbent = folds(0.60, 0.45, 0.62, 0.55, 0.60)
+    chosen, gains = MarginRule().decide("a", {"a": incumbent, "b": folds(0.62, 0.47, 0.64, 0.56, 0.50), "c": folds(0.70, 0.55, 0.72)})
+    by_name = {g.challenger: g for g in gains}
+    assert by_name["b"].mean == pytest.approx((0.02 + 0.02 + 0.02 + 0.01 - 0.10) / 5)  # fold 4's loss counts
+    assert by_name["c"].mean == pytest.approx(0.10)
+    assert chosen == "c"
+
+
 def test_unpaired_or_missing_scores_are_refused():
-    with pytest.raises(ValueError, match="paired"):
-        MarginRule().decide("a", {"a": folds(0.6, 0.5, 0.4), "b": folds(0.7, 0.6)})
-    with pytest.raises(ValueError, match="at least 2 folds"):
+    with pytest.raises(ValueError, match="2 shared folds, got 1"):
+        MarginRule().decide("a", {"a": folds(0.6, 0.5, 0.4), "b": {"0": {"macro_f1": 0.7}, "7": {"macro_f1": 0.6}}})
+    with pytest.raises(ValueError, match="2 shared folds, got 1"):
         MarginRule().decide("a", {"a": folds(0.6), "b": folds(0.7)})
     with pytest.raises(ValueError, match="no validation scores"):
         MarginRule().decide("c", {"a": folds(0.6, 0.5)})
