@@ -1,10 +1,13 @@
 """Choices made on validation people only: each variant trained on DS1 minus a fold of DS1 people
 (plus any extra databases) and scored on that fold. DS2 is never opened (``--validation-fold``).
 
-Usage: python benchmarks/selection.py [--data-dir DIR] [--svdb DIR] [--folds 5] [--use-folds 0,1,2] [--rounds 100] [--only NAME] [--decide-only]
+Usage: python benchmarks/selection.py [--data-dir DIR] [--svdb DIR] [--folds 5] [--use-folds 0,1,2] [--population ds1|all] [--rounds 100] [--only NAME] [--decide-only]
 Writes benchmarks/results/selection.json: per variant, per fold S/V F1 and macro-F1, and their means;
 then applies the selection rule (``simulation.model_selection.MarginRule``) against the
 configuration in force and writes its decision to benchmarks/results/selection_decision.json.
+``--population all`` deals every training-side person (DS1 and svdb, about 16 per fold) into the
+folds instead of the DS1 people only (4-5 per fold): selection_all_people.json and
+selection_decision_all_people.json.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ from simulation.model_selection import MarginRule  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 IN_FORCE = "+ svdb people, FedAvgM, 1 local epoch"
 """The configuration ``benchmarks/mitdb_reference.py`` trains (chosen at stop 33)."""
+CENTRALIZED = "centralized training, the configuration in force's people and example budget"
+"""Scored beside the candidates (``fedbeat centralized``) to size federated learning's cost on
+validation people; never a challenger (the product is federated)."""
 
 
 def variants(svdb: str | None) -> dict[str, list[str]]:
@@ -44,6 +50,7 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
         table["+ svdb people, FedAvgM, 1 local epoch, 200 rounds"] = [*fedavgm, "--local-epochs", "1", "--rounds", "200"]
         for decay in ("0.9", "0.95"):
             table[f"+ svdb people, FedAvgM, 1 local epoch, released average (decay {decay})"] = [*fedavgm, "--local-epochs", "1", "--release-decay", decay]
+        table[CENTRALIZED] = table[IN_FORCE]
     return table
 
 
@@ -58,19 +65,22 @@ def main() -> int:
     parser.add_argument("--svdb", default=shared_database_dir("svdb"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--use-folds", default="0,1,2", help="which folds to run; their scores join the variant's stored folds (all folds cost --folds runs per variant)")
+    parser.add_argument("--population", choices=["ds1", "all"], default="ds1", help="whom the folds deal (fedbeat simulate --validation-population)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--only", help="run only the variant with this name")
     parser.add_argument("--decide-only", action="store_true", help="train nothing: apply the selection rule to the stored results")
     args = parser.parse_args()
-    path = RESULTS / "selection.json"
+    suffix = "_all_people" if args.population == "all" else ""
+    path = RESULTS / f"selection{suffix}.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if args.decide_only:
-        return decide(results)
+        return decide(results, suffix)
     if args.data_dir is None:
         parser.error("MIT-BIH not found: pass --data-dir or set FEDBEAT_DATA")
     fedbeat = str(Path(sys.executable).with_name("fedbeat"))
     common = ["--dataset", "mitdb", "--data-dir", str(args.data_dir), "--clients", "1000", "--clients-per-round", "100", "--dropout", "0.2",
-              "--rounds", str(args.rounds), "--partition", "patient", "--seed", "0", "--validation-folds", str(args.folds), "--json"]
+              "--rounds", str(args.rounds), "--partition", "patient", "--seed", "0", "--validation-folds", str(args.folds),
+              "--validation-population", args.population, "--json"]
     folds = [int(f) for f in args.use_folds.split(",")]
     table = variants(str(args.svdb) if args.svdb else None)
     for index, (name, flags) in enumerate(table.items()):
@@ -78,7 +88,7 @@ def main() -> int:
             continue
         runs = dict(results.get(name, {}).get("folds", {})) if results.get(name, {}).get("flags") == flags else {}
         for fold in folds:
-            command = [fedbeat, "simulate", *common, "--validation-fold", str(fold), "--out", f"runs/selection/{index}-{fold}", *flags]
+            command = [fedbeat, "centralized" if name == CENTRALIZED else "simulate", *common, "--validation-fold", str(fold), "--out", f"runs/selection{suffix}/{index}-{fold}", *flags]
             completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
             if completed.returncode != 0:
                 print(completed.stderr[-3000:], file=sys.stderr)
@@ -92,15 +102,15 @@ def main() -> int:
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(name, "mean", {k: round(v, 3) for k, v in means.items()}, flush=True)
-    return decide(results)
+    return decide(results, suffix)
 
 
 def rule_decision(results: dict, rule: MarginRule = MarginRule()) -> tuple[str, list]:
     """The variant the rule keeps or chooses against IN_FORCE, and every challenger's paired gain."""
-    return rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items()})
+    return rule.decide(IN_FORCE, {name: result["folds"] for name, result in results.items() if name != CENTRALIZED})
 
 
-def decide(results: dict) -> int:
+def decide(results: dict, suffix: str = "") -> int:
     """Apply the rule to the stored scores; 1 (with the reason) when it cannot be applied."""
     rule = MarginRule()
     try:
@@ -112,7 +122,7 @@ def decide(results: dict) -> int:
         print(f"{g.challenger}: {rule.metric} gain {g.mean:+.4f} (se {g.standard_error:.4f}, needs {g.required:.4f}){' WINS' if g.wins else ''}")
     print(f"in force: {IN_FORCE}; rule keeps or chooses: {chosen}")
     decision = {"rule": dataclasses.asdict(rule), "in_force": IN_FORCE, "chosen": chosen, "gains": [dataclasses.asdict(g) | {"wins": g.wins} for g in gains]}
-    (RESULTS / "selection_decision.json").write_text(json.dumps(decision, indent=2) + "\n")
+    (RESULTS / f"selection_decision{suffix}.json").write_text(json.dumps(decision, indent=2) + "\n")
     return 0
 
 

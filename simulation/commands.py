@@ -12,7 +12,7 @@ from datasets.loading import load_split
 from datasets.partition import SCHEMES
 from datasets.splits import resolve_data_dir
 from edge_runtime.codecs import CODECS
-from simulation.config import ALGORITHMS, CLIENT_PATHS, DATASETS, ConfigError, SimulationConfig, load_config
+from simulation.config import ALGORITHMS, CLIENT_PATHS, DATASETS, VALIDATION_POPULATIONS, ConfigError, SimulationConfig, load_config
 from simulation.metrics import format_report
 
 
@@ -35,6 +35,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fold", type=int, metavar="K",
                         help="tuning mode: evaluate on fold K of the training people (DS2 is never opened)")
     parser.add_argument("--validation-folds", type=int, metavar="N", help="people folds of the training side (default 5)")
+    parser.add_argument("--validation-population", choices=VALIDATION_POPULATIONS,
+                        help="whom the folds deal: ds1 (default; the DS1 people, whom DS2 resembles) or all (DS1 and the extra databases' people)")
     parser.add_argument("--clients", type=int, help="simulated watches in the population")
     parser.add_argument("--client-learning-rate", type=float, metavar="LR", help="local SGD learning rate on each watch (default 0.2)")
     parser.add_argument("--local-epochs", type=int, metavar="E", help="passes over its own beats each watch makes per round (default 3)")
@@ -67,7 +69,7 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
     overrides = {
         key: getattr(args, key)
         for key in (
-            "dataset", "data_dir", "extra_data_dirs", "validation_fold", "validation_folds", "clients", "class_weight_power", "client_learning_rate", "local_epochs", "server_learning_rate", "server_momentum", "release_decay", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
+            "dataset", "data_dir", "extra_data_dirs", "validation_fold", "validation_folds", "validation_population", "clients", "class_weight_power", "client_learning_rate", "local_epochs", "server_learning_rate", "server_momentum", "release_decay", "clients_per_round", "rounds", "dropout", "partition", "algorithm", "compression",
             "client_path", "shard_size", "workers", "worker_addresses", "dp_noise_multiplier", "dp_target_epsilon", "dp_clip", "dp_clip_quantile",
             "dp_target_delta", "secure_aggregation", "seed", "out",
         )

@@ -19,6 +19,7 @@ class ConfigError(ValueError):
     """A configuration the user gave (file or flags) that cannot run; the message names the field."""
 
 DATASETS = ("synthetic", "mitdb")
+VALIDATION_POPULATIONS = ("ds1", "all")
 CLIENT_PATHS = ("vectorised", "plain")
 
 
@@ -31,6 +32,9 @@ class SimulationConfig:
     extra_data_dirs: tuple[str, ...] = ()
     validation_fold: int | None = None
     validation_folds: int = 5
+    validation_population: str = "ds1"
+    """Whom the validation folds deal: the DS1 people ("ds1", 4-5 per fold), or every training-side
+    person, DS1 and each extra database's ("all", about 16 per fold with svdb)."""
     synthetic_subjects: int = 24
     synthetic_minutes: float = 10.0
     clients: int = 200
@@ -84,6 +88,8 @@ class SimulationConfig:
             )
         object.__setattr__(self, "worker_addresses", tuple(parse_worker_address(a) for a in self.worker_addresses))
         object.__setattr__(self, "extra_data_dirs", tuple(self.extra_data_dirs))
+        if self.validation_population not in VALIDATION_POPULATIONS:
+            raise ValueError(f"validation_population must be one of {', '.join(VALIDATION_POPULATIONS)}, got {self.validation_population!r}")
         if self.validation_folds < 2:
             raise ValueError(f"validation_folds must be >= 2, got {self.validation_folds}")
         if self.validation_fold is not None and not 0 <= self.validation_fold < self.validation_folds:

@@ -98,19 +98,21 @@ def validation_people(table: BeatTable, *, folds: int, seed: int) -> list[tuple[
 def prepare_data(config: SimulationConfig) -> FederatedData:
     """Training people (DS1 plus every record of ``extra_data_dirs`` as one more person), dealt into
     watches, and who to evaluate on. In tuning mode (``validation_fold``) that is a fold of the DS1
-    people, the population DS2 resembles, and DS2 is never opened; else DS2."""
+    people, the population DS2 resembles (``validation_population="all"``: of every training-side
+    person), and DS2 is never opened; else DS2."""
     directory = data_directory(config)
     ds1 = load_split(directory, "DS1")
-    extras = [load_people(extra) for extra in config.extra_data_dirs]
+    train = BeatTable.concatenate([ds1, *(load_people(extra) for extra in config.extra_data_dirs)])
     if config.validation_fold is not None:
-        held_out = validation_people(ds1, folds=config.validation_folds, seed=config.seed)[config.validation_fold]
-        test = ds1.of_patients(held_out)
-        ds1 = ds1.of_patients(set(ds1.patients) - set(held_out))
-        evaluated_on = f"validation fold {config.validation_fold} of {config.validation_folds} ({len(held_out)} DS1 people)"
+        dealt = train if config.validation_population == "all" else ds1
+        held_out = validation_people(dealt, folds=config.validation_folds, seed=config.seed)[config.validation_fold]
+        test = train.of_patients(held_out)
+        train = train.of_patients(set(train.patients) - set(held_out))
+        extra = len(set(held_out) - set(ds1.patients))
+        evaluated_on = f"validation fold {config.validation_fold} of {config.validation_folds} ({len(held_out) - extra} DS1 people" + (f", {extra} extra-database people)" if extra else ")")
     else:
         test = load_split(directory, "DS2")
         evaluated_on = "DS2 (test people, never seen in training)"
-    train = BeatTable.concatenate([ds1, *extras])
     partition_config = config.partition_config()
     if config.differential_privacy:  # the privacy unit: one watch per training patient
         patients = len(np.unique(train.patient))

@@ -58,3 +58,26 @@ def test_extra_databases_join_training_as_people(mitdb, svdb):
     assert len(people) == 21 + 59 and sum(p.startswith("svdb/") for p in people) == 59
     assert int(np.sum(data.train.labels == 1)) > 9000  # svdb's S beats joined training
     assert data.audit["test_patients_in_train"] == 0 and data.audit["patients"] == 80
+
+
+def test_all_people_folds_deal_every_training_side_person_once_and_never_open_ds2(mitdb, svdb, opened):
+    folds = 5
+    seen: list[str] = []
+    for fold in range(folds):
+        config = SimulationConfig(dataset="mitdb", data_dir=str(mitdb), extra_data_dirs=(str(svdb),), validation_fold=fold,
+                                  validation_folds=folds, validation_population="all", clients=1000)
+        data = prepare_data(config)
+        assert not set(data.test.patients) & set(data.train.patients)
+        assert len(data.test.patients) + len(data.train.patients) == 80
+        extra = sum(p.startswith("svdb/") for p in data.test.patients)
+        assert 0 < extra < len(data.test.patients), data.test.patients  # both databases in every fold
+        assert f"{len(data.test.patients) - extra} DS1 people, {extra} extra-database people" in data.evaluated_on
+        assert int(np.sum(data.test.labels == 1)) > 0
+        seen += data.test.patients
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 80
+    assert opened and not set(opened) & set(DS2)
+
+
+def test_an_unknown_validation_population_is_refused():
+    with pytest.raises(ValueError, match="validation_population must be one of ds1, all"):
+        SimulationConfig(validation_population="svdb")
