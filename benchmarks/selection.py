@@ -51,6 +51,8 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
         for decay in ("0.9", "0.95"):
             table[f"+ svdb people, FedAvgM, 1 local epoch, released average (decay {decay})"] = [*fedavgm, "--local-epochs", "1", "--release-decay", decay]
         table[CENTRALIZED] = table[IN_FORCE]
+        table["+ svdb people, FedAvgM, 1 local epoch, class weight power 1"] = [*table[IN_FORCE], "--class-weight-power", "1"]
+        table["+ svdb people, FedAvgM, 1 local epoch, 200 watches per round"] = [*table[IN_FORCE], "--clients-per-round", "200"]
     return table
 
 
