@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
+from simulation.metrics import pooled_f1  # noqa: E402
 from simulation.model_selection import MarginRule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,8 +58,13 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
 
 
 def score(summary: dict) -> dict:
-    per_class = summary["test"]["per_class"]
-    return {"S_f1": per_class["S"]["f1"], "V_f1": per_class["V"]["f1"], "macro_f1": summary["test"]["macro_f1"], "S_support": per_class["S"]["support"]}
+    """The fold's pooled S / V F1 and macro-F1; on a fold that mixes databases, also its DS1 people's S / V F1."""
+    per_class, per_record = summary["test"]["per_class"], summary["test"]["per_record"]
+    scores = {"S_f1": per_class["S"]["f1"], "V_f1": per_class["V"]["f1"], "macro_f1": summary["test"]["macro_f1"], "S_support": per_class["S"]["support"]}
+    ds1 = [person for person in per_record if "/" not in person]  # extra databases' people are named <database>/<record>
+    if len(ds1) < len(per_record):
+        scores |= {f"DS1_{name}_f1": pooled_f1(per_record, ds1, name) for name in ("S", "V")}
+    return scores
 
 
 def main() -> int:
@@ -99,7 +105,8 @@ def main() -> int:
             assert summary["evaluated_on"].startswith("validation fold"), summary["evaluated_on"]
             runs[str(fold)] = score(summary)
             print(name, fold, runs[str(fold)], flush=True)
-        means = {k: float(np.mean([r[k] for r in runs.values()])) for k in ("S_f1", "V_f1", "macro_f1")}
+        scored = set.intersection(*(set(r) for r in runs.values())) - {"S_support"}
+        means = {k: float(np.mean([r[k] for r in runs.values()])) for k in sorted(scored)}
         results[name] = {"flags": flags, "folds": dict(sorted(runs.items())), "mean": means}
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")

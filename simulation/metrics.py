@@ -41,14 +41,24 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray) -> dict:
 
 
 def per_record_report(labels: np.ndarray, predictions: np.ndarray, patient: np.ndarray, names: tuple[str, ...]) -> dict:
-    """{person: {"S"|"V": {support, sensitivity, ppv}}}: where the errors are, person by person
-    (one DS2 record holds most S beats; a pooled number hides who is missed)."""
+    """{person: {"S"|"V": {support, sensitivity, ppv, called}}}: where the errors are, person by
+    person (one DS2 record holds most S beats; a pooled number hides who is missed). ``called``
+    (beats called that class) makes the counts poolable over any group of people."""
     report = {}
     for index, name in enumerate(names):
         mine = patient == index
         rows = classification_report(labels[mine], predictions[mine])["per_class"]
-        report[name] = {c: {k: rows[c][k] for k in ("support", "sensitivity", "ppv")} for c in ("S", "V")}
+        called = np.bincount(np.asarray(predictions[mine], np.int64), minlength=NUM_CLASSES)
+        report[name] = {c: {**{k: rows[c][k] for k in ("support", "sensitivity", "ppv")}, "called": int(called[CLASS_NAMES.index(c)])} for c in ("S", "V")}
     return report
+
+
+def pooled_f1(per_record: dict, people: list[str], name: str) -> float:
+    """F1 of class ``name`` pooled over ``people``'s beats, from ``per_record_report``'s counts."""
+    rows = [per_record[p][name] for p in people]
+    true_positive = sum(round(r["sensitivity"] * r["support"]) for r in rows)
+    support, called = sum(r["support"] for r in rows), sum(r["called"] for r in rows)
+    return 2 * true_positive / (support + called) if support + called else 0.0
 
 
 def format_report(report: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation.metrics import classification_report, confusion_matrix, format_report
+from simulation.metrics import classification_report, confusion_matrix, format_report, per_record_report, pooled_f1
 
 
 def test_per_class_sensitivity_ppv_f1_by_hand():
@@ -33,3 +33,18 @@ def test_macro_f1_skips_classes_absent_from_the_test_set():
 def test_confusion_matrix_rows_are_true_classes():
     matrix = confusion_matrix(np.array([1, 1, 4]), np.array([0, 1, 4]))
     assert matrix.shape == (5, 5) and matrix[1, 0] == 1 and matrix[1, 1] == 1 and matrix[4, 4] == 1 and matrix.sum() == 3
+
+
+def test_per_person_counts_pool_to_the_f1_of_the_joined_beats():
+    # Prepare: person a has no S beat but two false S calls; person b 3 S beats, 2 found, and 1 more false S
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 0, 2])
+    predicted = np.array([1, 1, 0, 1, 1, 0, 1, 0, 2])
+    patient = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1])
+    # Execute
+    report = per_record_report(labels, predicted, patient, ("a", "b"))
+    # Assert: a's false calls count although its S sensitivity and +P are both 0
+    assert report["a"]["S"] == {"support": 0, "sensitivity": 0.0, "ppv": 0.0, "called": 2}
+    joined = classification_report(labels, predicted)["per_class"]["S"]["f1"]
+    assert pooled_f1(report, ["a", "b"], "S") == pytest.approx(joined) == pytest.approx(2 * 2 / (3 + 5))
+    assert pooled_f1(report, ["b"], "S") == pytest.approx(2 * 2 / (3 + 3))
+    assert pooled_f1(report, ["a"], "V") == 0.0
