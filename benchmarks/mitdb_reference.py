@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from datasets.splits import default_mitdb_dir  # noqa: E402
-from selection import rule_decision  # noqa: E402  (benchmarks/, this script's directory)
+from selection import load_results, rule_decision  # noqa: E402  (benchmarks/, this script's directory)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SCORES = {"S_f1": ("S", "f1"), "S_se": ("S", "sensitivity"), "S_ppv": ("S", "ppv"), "V_f1": ("V", "f1"), "V_se": ("V", "sensitivity"), "V_ppv": ("V", "ppv")}
@@ -30,9 +30,10 @@ SCORES = {"S_f1": ("S", "f1"), "S_se": ("S", "sensitivity"), "S_ppv": ("S", "ppv
 
 def chosen_variant() -> tuple[str, list[str], dict]:
     """The variant the selection rule keeps or chooses (simulation.model_selection.MarginRule against
-    benchmarks/selection.py's configuration in force) from selection.json's validation scores."""
-    selection = json.loads((RESULTS / "selection.json").read_text())
-    name, _ = rule_decision(selection)
+    benchmarks/selection.py's configuration in force) from the validation scores: the all-people
+    folds' (selection_all_people.json) with the DS1 folds' veto (selection.json)."""
+    selection = load_results()
+    name, _ = rule_decision(selection, load_results("_all_people") or None)
     return name, selection[name]["flags"], selection
 
 

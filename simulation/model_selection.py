@@ -53,3 +53,16 @@ class MarginRule:
         gains = [self.gain(name, folds_by_variant[incumbent], folds) for name, folds in folds_by_variant.items() if name != incumbent]
         winners = [g for g in gains if g.wins]
         return (max(winners, key=lambda g: g.mean).challenger if winners else incumbent), gains
+
+    def decide_with_veto(self, incumbent: str, deciding: Mapping[str, FoldScores], vetoing: Mapping[str, FoldScores]) -> tuple[str, list[PairedGain]]:
+        """``decide`` on the ``deciding`` folds, passing over a winner whose mean paired gain on the
+        ``vetoing`` folds is negative (stop 35: all-people folds decide, the DS1 folds, whom DS2
+        resembles, veto)."""
+        _, gains = self.decide(incumbent, deciding)
+        allowed = []
+        for g in (g for g in gains if g.wins):
+            if g.challenger not in vetoing or incumbent not in vetoing:
+                raise ValueError(f"{g.challenger!r} wins but the veto folds lack its or the incumbent's scores")
+            if self.gain(g.challenger, vetoing[incumbent], vetoing[g.challenger]).mean >= 0:
+                allowed.append(g)
+        return (max(allowed, key=lambda g: g.mean).challenger if allowed else incumbent), gains

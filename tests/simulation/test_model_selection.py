@@ -52,3 +52,23 @@ def test_unpaired_or_missing_scores_are_refused():
         MarginRule().decide("a", {"a": folds(0.6), "b": folds(0.7)})
     with pytest.raises(ValueError, match="no validation scores"):
         MarginRule().decide("c", {"a": folds(0.6, 0.5)})
+
+
+# Stop 35: 1 local epoch in force, 3 epochs the challenger (benchmarks/results/selection_all_people.json, selection.json).
+ALL_PEOPLE = {"1 epoch": folds(0.5608, 0.6072, 0.5825, 0.6157, 0.5830), "3 epochs": folds(0.5732, 0.6112, 0.5872, 0.6394, 0.5918)}
+DS1 = {"1 epoch": folds(0.6845, 0.4714, 0.6512, 0.5663, 0.6283), "3 epochs": folds(0.6920, 0.4769, 0.6230, 0.6311, 0.6341)}
+
+
+def test_all_people_folds_decide_and_the_ds1_folds_veto_only_a_loss_there():
+    chosen, [gain] = MarginRule().decide_with_veto("1 epoch", ALL_PEOPLE, DS1)
+    assert chosen == "3 epochs" and gain.wins and gain.mean == pytest.approx(0.0107, abs=1e-4)
+    # The same all-people win is passed over when the challenger loses on the DS1 folds
+    losing = {**DS1, "3 epochs": folds(0.6920, 0.4769, 0.6230, 0.5463, 0.6083)}
+    assert MarginRule().decide_with_veto("1 epoch", ALL_PEOPLE, losing)[0] == "1 epoch"
+    # On the DS1 folds alone the gain (+0.011, se 0.015) is inside their noise
+    assert MarginRule().decide("1 epoch", DS1)[0] == "1 epoch"
+
+
+def test_a_winner_without_veto_scores_is_refused():
+    with pytest.raises(ValueError, match="veto folds lack"):
+        MarginRule().decide_with_veto("1 epoch", ALL_PEOPLE, {"1 epoch": DS1["1 epoch"]})
