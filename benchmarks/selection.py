@@ -31,7 +31,7 @@ IN_FORCE = "+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"
 """The configuration ``benchmarks/mitdb_reference.py`` trains: 3 local epochs (chosen at stop 31,
 replaced by 1 epoch at stop 33 on a +0.005 mean of 3 DS1 folds, back at stop 35 by the rule on
 the all-people folds, +0.011 there and +0.011 on all five DS1 folds)."""
-CENTRALIZED = "centralized training, the configuration in force's people and example budget"
+CENTRALIZED = "centralized training, the people and example budget of FedAvgM with 1 local epoch"
 """Scored beside the candidates (``fedbeat centralized``) to size federated learning's cost on
 validation people; never a challenger (the product is federated)."""
 
@@ -46,16 +46,16 @@ def variants(svdb: str | None) -> dict[str, list[str]]:
         table["+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"] = fedavgm
         table["+ svdb people, FedAvgM (server momentum 0.5, server lr 1)"] = ["--extra-data-dir", svdb, "--server-momentum", "0.5"]
         table["+ svdb people, FedAdam (server lr 0.003)"] = ["--extra-data-dir", svdb, "--algorithm", "fedadam", "--server-learning-rate", "0.003"]
-        table["+ svdb people, FedAvgM, 1 local epoch"] = [*fedavgm, "--local-epochs", "1"]
+        table["+ svdb people, FedAvgM, 1 local epoch"] = one_epoch = [*fedavgm, "--local-epochs", "1"]
         table["+ svdb people, FedAvgM, 5 local epochs"] = [*fedavgm, "--local-epochs", "5"]
         table["+ svdb people, FedAvgM, 1 local epoch, client lr 0.4"] = [*fedavgm, "--local-epochs", "1", "--client-learning-rate", "0.4"]
         table["+ svdb people, FedAvgM (server lr 0.2), 1 local epoch"] = [*fedavgm, "--local-epochs", "1", "--server-learning-rate", "0.2"]
         table["+ svdb people, FedAvgM, 1 local epoch, 200 rounds"] = [*fedavgm, "--local-epochs", "1", "--rounds", "200"]
         for decay in ("0.9", "0.95"):
             table[f"+ svdb people, FedAvgM, 1 local epoch, released average (decay {decay})"] = [*fedavgm, "--local-epochs", "1", "--release-decay", decay]
-        table[CENTRALIZED] = table[IN_FORCE]
-        table["+ svdb people, FedAvgM, 1 local epoch, class weight power 1"] = [*table[IN_FORCE], "--class-weight-power", "1"]
-        table["+ svdb people, FedAvgM, 1 local epoch, 200 watches per round"] = [*table[IN_FORCE], "--clients-per-round", "200"]
+        table[CENTRALIZED] = one_epoch
+        table["+ svdb people, FedAvgM, 1 local epoch, class weight power 1"] = [*one_epoch, "--class-weight-power", "1"]
+        table["+ svdb people, FedAvgM, 1 local epoch, 200 watches per round"] = [*one_epoch, "--clients-per-round", "200"]
     return table
 
 
@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--decide-only", action="store_true", help="train nothing: apply the selection rule to the stored results")
     args = parser.parse_args()
     suffix = "_all_people" if args.population == "all" else ""
-    path = RESULTS / f"selection{suffix}.json"
+    path = results_path(suffix)
     results = load_results(suffix)
     if args.decide_only:
         return decide(results, suffix)
@@ -127,8 +127,13 @@ def rule_decision(results: dict, all_people: dict | None = None, rule: MarginRul
     return rule.decide_with_veto(IN_FORCE, federated(all_people), federated(results))
 
 
+def results_path(suffix: str = "") -> Path:
+    """selection.json (DS1 folds) or selection_all_people.json (``suffix`` "_all_people")."""
+    return RESULTS / f"selection{suffix}.json"
+
+
 def load_results(suffix: str = "") -> dict:
-    path = RESULTS / f"selection{suffix}.json"
+    path = results_path(suffix)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

@@ -47,8 +47,8 @@ def per_record_report(labels: np.ndarray, predictions: np.ndarray, patient: np.n
     report = {}
     for index, name in enumerate(names):
         mine = patient == index
-        rows = classification_report(labels[mine], predictions[mine])["per_class"]
-        called = np.bincount(np.asarray(predictions[mine], np.int64), minlength=NUM_CLASSES)
+        mine_report = classification_report(labels[mine], predictions[mine])
+        rows, called = mine_report["per_class"], np.sum(mine_report["confusion"], axis=0)
         report[name] = {c: {**{k: rows[c][k] for k in ("support", "sensitivity", "ppv")}, "called": int(called[CLASS_NAMES.index(c)])} for c in ("S", "V")}
     return report
 
