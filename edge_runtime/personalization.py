@@ -42,7 +42,13 @@ UNSEEN_CLASSES = {
     "global": "a class the labelled minutes lack is called where, and only where, the global model calls it",
     "calibrated": f"as global, but where the global model called it on >= {BIASED_SHARE:.0%} of the labelled beats, only above its highest probability of it there",
     "personal": "no exception: the personal model decides every beat",
+    "calibrated S": "an absent S as calibrated (S runs often start after the labelled minutes); any other absent class as personal",
 }
+DECIDED_BY_PERSONAL: dict[str, tuple[str, ...]] = {
+    "global": (), "calibrated": (), "personal": CLASS_NAMES, "calibrated S": tuple(c for c in CLASS_NAMES if c != "S"),
+}
+"""Per ``unseen_classes`` rule, the classes the personal model calls even when the labelled minutes lack them."""
+CALIBRATED = ("calibrated", "calibrated S")
 
 
 class PersonalizationError(ValueError):
@@ -183,10 +189,10 @@ def personalize(
         raise PersonalizationError("none of the labelled beats is of a class the model is trained on")
     mask = moving_mask(layout, recipe.moving_layers)
     seen = np.bincount(data.label, minlength=trained.size) > 0
-    personal_classes = tuple(name for name, on in zip(CLASS_NAMES, seen) if on or recipe.unseen_classes == "personal")
+    personal_classes = tuple(name for name, on in zip(CLASS_NAMES, seen) if on or name in DECIDED_BY_PERSONAL[recipe.unseen_classes])
     model.set_weights(global_weights)
-    unseen = tuple(name for name, on, t in zip(CLASS_NAMES, seen, trained) if t and not on)
-    thresholds = unseen_thresholds(model.probabilities(fit.beat, fit.log_rr), unseen) if recipe.unseen_classes == "calibrated" else {}
+    unseen = tuple(name for name, t in zip(CLASS_NAMES, trained) if t and name not in personal_classes)
+    thresholds = unseen_thresholds(model.probabilities(fit.beat, fit.log_rr), unseen) if recipe.unseen_classes in CALIBRATED else {}
     global_held = model.probabilities(held.beat, held.log_rr)
     global_errors = count_errors(global_held.argmax(axis=1), held.label, trained)
     best_loss, best_epoch, best, best_held = held_back_loss(global_held, held.label, weights), 0, np.asarray(global_weights, np.float32), global_held

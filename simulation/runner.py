@@ -95,17 +95,28 @@ def validation_people(table: BeatTable, *, folds: int, seed: int) -> list[tuple[
     return [tuple(table.patients[i] for i in sorted(order[k::folds])) for k in range(folds)]
 
 
+def training_side(directory: str | Path, extra_data_dirs: tuple[str, ...] | list[str]) -> tuple[BeatTable, BeatTable]:
+    """(DS1, every training-side person: DS1, then each record of ``extra_data_dirs`` as one more
+    person); DS2 is not opened."""
+    ds1 = load_split(directory, "DS1")
+    return ds1, BeatTable.concatenate([ds1, *(load_people(extra) for extra in extra_data_dirs)])
+
+
+def validation_fold_people(ds1: BeatTable, train: BeatTable, *, population: str, folds: int, seed: int) -> list[tuple[str, ...]]:
+    """The validation folds of ``population``: "ds1" deals the DS1 people (the population DS2
+    resembles), "all" every training-side person."""
+    return validation_people(train if population == "all" else ds1, folds=folds, seed=seed)
+
+
 def prepare_data(config: SimulationConfig) -> FederatedData:
     """Training people (DS1 plus every record of ``extra_data_dirs`` as one more person), dealt into
     watches, and who to evaluate on. In tuning mode (``validation_fold``) that is a fold of the DS1
     people, the population DS2 resembles (``validation_population="all"``: of every training-side
     person), and DS2 is never opened; else DS2."""
     directory = data_directory(config)
-    ds1 = load_split(directory, "DS1")
-    train = BeatTable.concatenate([ds1, *(load_people(extra) for extra in config.extra_data_dirs)])
+    ds1, train = training_side(directory, config.extra_data_dirs)
     if config.validation_fold is not None:
-        dealt = train if config.validation_population == "all" else ds1
-        held_out = validation_people(dealt, folds=config.validation_folds, seed=config.seed)[config.validation_fold]
+        held_out = validation_fold_people(ds1, train, population=config.validation_population, folds=config.validation_folds, seed=config.seed)[config.validation_fold]
         test = train.of_patients(held_out)
         train = train.of_patients(set(train.patients) - set(held_out))
         extra = len(set(held_out) - set(ds1.patients))

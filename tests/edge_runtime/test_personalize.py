@@ -213,3 +213,16 @@ def test_only_a_systematic_false_call_of_an_unseen_class_raises_its_threshold():
     biased[:6] = [0.4, 0.6, 0, 0, 0]
     biased[6] = [0.3, 0.7, 0, 0, 0]  # 7 % called S: S calls must beat 0.7
     assert unseen_thresholds(biased, ("S", "F")) == {"S": pytest.approx(0.7)}
+
+
+def test_calibrated_s_lets_the_personal_model_decide_every_absent_class_but_s(exported, wearer):
+    _, export, _ = exported
+    _, first, _, manifest = wearer
+    normal_only = first.rows(first.label == CLASS_NAMES.index("N"))  # a wearer whose labelled minutes hold no ectopic beat
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    base = dict(base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout)
+    per_class = personalize(model, global_weights, normal_only, recipe=PersonalizationRecipe(max_epochs=2, unseen_classes="calibrated S"), **base)
+    assert per_class.personal_classes == ("N", "V", "F", "Q") and set(per_class.unseen_thresholds) <= {"S"}
+    calibrated = personalize(model, global_weights, normal_only, recipe=PersonalizationRecipe(max_epochs=2, unseen_classes="calibrated"), **base)
+    assert calibrated.personal_classes == ("N",) and set(calibrated.unseen_thresholds) <= {"S", "V", "F"}
