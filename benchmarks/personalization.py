@@ -80,9 +80,11 @@ def main() -> int:
         if args.population == "all" and args.svdb is None:
             parser.error("--population all needs the svdb records: pass --svdb DIR")
         people, folds = validation_wearers(args.data_dir, args.population, args.svdb)
-        result = select_recipe(people, exports, folds)
-        result = {"protocol": __doc__.split("\n\n")[1].split("report:")[0].strip(), "population": args.population, "folds": {str(k): list(folds[k]) for k in exports},
-                  "fold_models": {str(k): Manifest.read(d / "manifest.json").model_version for k, d in exports.items()}, **result}
+        setup = {"folds": {str(k): list(folds[k]) for k in exports}, "fold_models": {str(k): Manifest.read(d / "manifest.json").model_version for k, d in exports.items()}}
+        earlier = json.loads(selection_path(args.population).read_text()) if selection_path(args.population).is_file() else {}
+        scored = earlier.get("recipes") if all(earlier.get(k) == v for k, v in setup.items()) else None  # same people, same fold models
+        result = select_recipe(people, exports, folds, scored=scored)
+        result = {"protocol": __doc__.split("\n\n")[1].split("report:")[0].strip(), "population": args.population, **setup, **result}
         selection_path(args.population).write_text(json.dumps(result, indent=2) + "\n")
         print("chosen:", result["chosen"])
         return 0

@@ -23,7 +23,7 @@ from edge_runtime.local_training import LocalTrainingConfig, load_feedback, save
 from edge_runtime.manifest import Manifest
 from edge_runtime.payload import Payload, PayloadError, pack
 from edge_runtime.personal_model import load_classifier, require_global, write_personal_model
-from edge_runtime.personalization import UNSEEN_CLASSES, PersonalizationRecipe, personalize
+from edge_runtime.personalization import KEEP_RULES, UNSEEN_CLASSES, PersonalizationRecipe, personalize
 from edge_runtime.signal_input import check_sampling_rate, choose_lead, readable_record
 from edge_runtime.strip import classify_strip, rhythm_summary
 
@@ -113,7 +113,8 @@ def run_personalize(args: argparse.Namespace) -> dict:
     if global_weights.size != manifest.parameters:
         raise DeviceInputError(f"{model_dir}: model_train.tflite has {global_weights.size} weights, its manifest's layout {manifest.parameters}")
     data = LocalData.load(args.data, manifest.beat_spec)
-    given = {"max_epochs": args.epochs, "learning_rate": args.learning_rate, "moving_layers": args.moving_layers, "unseen_classes": args.unseen_classes}
+    given = {"max_epochs": args.epochs, "learning_rate": args.learning_rate, "moving_layers": args.moving_layers, "unseen_classes": args.unseen_classes,
+             "keep": args.keep}
     recipe = PersonalizationRecipe(**{name: value for name, value in given.items() if value is not None})
     result = personalize(model, global_weights, data, base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout, recipe=recipe)
     record = write_personal_model(args.out, model_dir, data, recipe, result)
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     personal.add_argument("--moving-layers", choices=["all", "dense", "logits"], help=f"which layers change (default {PersonalizationRecipe.moving_layers})")
     personal.add_argument("--unseen-classes", choices=list(UNSEEN_CLASSES),
                           help=f"a class the labelled minutes lack: {'; '.join(f'{k}: {v}' for k, v in UNSEEN_CLASSES.items())} (default {PersonalizationRecipe.unseen_classes})")
+    personal.add_argument("--keep", choices=list(KEEP_RULES),
+                          help=f"when the personal model replaces the global one: {'; '.join(f'{k}: {v}' for k, v in KEEP_RULES.items())} (default {PersonalizationRecipe.keep})")
     personal.add_argument("--json", action="store_true", help="(output is always one JSON line)")
     personal.set_defaults(handler=run_personalize)
     join = commands.add_parser("join", help="take part in federated rounds of a `fedbeat serve` coordinator (needs grpcio)")

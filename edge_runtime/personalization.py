@@ -50,6 +50,11 @@ DECIDED_BY_PERSONAL: dict[str, tuple[str, ...]] = {
 """Per ``unseen_classes`` rule, the classes the personal model calls even when the labelled minutes lack them."""
 CALIBRATED = ("calibrated", "calibrated S")
 
+KEEP_RULES = {
+    "no worse": "the personal model is kept when it misclassifies no more held-back beats than the global model",
+    "fewer errors": "only when it misclassifies fewer: a wearer the global model already reads without error keeps it",
+}
+
 
 class PersonalizationError(ValueError):
     """The wearer's data or the fine-tuned weights cannot make a personal model."""
@@ -68,6 +73,7 @@ class PersonalizationRecipe:
     held_back_fraction: float = 0.2
     patience: int = 3
     unseen_classes: str = "calibrated"  # a class absent from the labelled minutes: see UNSEEN_CLASSES
+    keep: str = "no worse"  # when the personal model replaces the global one: see KEEP_RULES
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,6 +87,8 @@ class PersonalizationRecipe:
             raise ValueError(f"held_back_fraction must be in [0.05, 0.5], got {self.held_back_fraction}")
         if self.unseen_classes not in UNSEEN_CLASSES:
             raise ValueError(f"unseen_classes must be one of {', '.join(UNSEEN_CLASSES)}, got {self.unseen_classes!r}")
+        if self.keep not in KEEP_RULES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
         if self.class_weight_power < 0:
             raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
 
@@ -178,7 +186,8 @@ def personalize(
     recipe: PersonalizationRecipe = PersonalizationRecipe(),
 ) -> Personalization:
     """Fine-tune from ``global_weights``; the epoch with the lowest held-back loss wins, and it is
-    kept only if it misclassifies no more held-back beats than the global model does."""
+    kept only if it misclassifies no more held-back beats than the global model does (``keep="fewer
+    errors"``: fewer)."""
     if np.any((data.label < 0) | (data.label >= base_class_weights.size)):
         raise PersonalizationError(f"labels must be class indices 0..{base_class_weights.size - 1}")
     fit, held = split_in_time(data, recipe.held_back_fraction)
@@ -216,7 +225,7 @@ def personalize(
             break
     model.set_weights(best)
     personal_errors = count_errors(combined_classes(global_held, best_held, personal_classes, thresholds), held.label, trained)
-    keep = best_epoch > 0 and personal_errors <= global_errors
+    keep = best_epoch > 0 and (personal_errors < global_errors if recipe.keep == "fewer errors" else personal_errors <= global_errors)
     return Personalization(
         weights=best if keep else np.asarray(global_weights, np.float32), kept="personal" if keep else "global", epochs=best_epoch,
         personal_classes=personal_classes, unseen_thresholds=thresholds if keep else {},

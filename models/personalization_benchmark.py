@@ -23,7 +23,7 @@ from edge_runtime.beats import rr_model_input
 from edge_runtime.interpreter import TrainableModel
 from edge_runtime.local_data import LocalData
 from edge_runtime.manifest import Manifest
-from edge_runtime.personalization import UNSEEN_CLASSES, PersonalizationError, PersonalizationRecipe, combined_classes, personalize
+from edge_runtime.personalization import KEEP_RULES, UNSEEN_CLASSES, PersonalizationError, PersonalizationRecipe, combined_classes, personalize
 from edge_runtime.rhythm import without_s_in_fibrillation
 from simulation.beat_data import fibrillation_beats
 from simulation.metrics import classification_report
@@ -140,12 +140,14 @@ def recipe_grid() -> dict[str, PersonalizationRecipe]:
     class). Rare classes weigh by the wearer's inverse frequency to the power 0.5: power 1 had the
     lower pooled S and V F1 in all 27 pairs of stop 33's selection, so it is no longer scored."""
     grid = {}
-    for unseen in UNSEEN_CLASSES:
-        for learning_rate in (0.01, 0.03, 0.1):
-            for moving in ("all", "dense", "logits"):
-                for power in (0.5,):
-                    grid[f"lr {learning_rate}, {moving} layers, class weight power {power}, unseen classes {unseen}"] = PersonalizationRecipe(
-                        max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=power, unseen_classes=unseen)
+    for keep in KEEP_RULES:
+        for unseen in UNSEEN_CLASSES:
+            for learning_rate in (0.01, 0.03, 0.1):
+                for moving in ("all", "dense", "logits"):
+                    for power in (0.5,):
+                        name = f"lr {learning_rate}, {moving} layers, class weight power {power}, unseen classes {unseen}" + (", kept on fewer held-back errors" if keep == "fewer errors" else "")
+                        grid[name] = PersonalizationRecipe(max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=power,
+                                                           unseen_classes=unseen, keep=keep)
     return grid
 
 
@@ -186,11 +188,17 @@ def plot_per_wearer(summary: dict, path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def select_recipe(people: BeatTable, fold_exports: dict[int, Path], folds: list[tuple[str, ...]], *, progress=print) -> dict:
+def select_recipe(people: BeatTable, fold_exports: dict[int, Path], folds: list[tuple[str, ...]], *, scored: dict | None = None, progress=print) -> dict:
     """Every recipe of the grid on the people of each fold, with that fold's global model (which
-    never saw them); the chosen recipe harms fewest wearers, then has the best pooled S and V F1."""
+    never saw them); the chosen recipe harms fewest wearers, then has the best pooled S and V F1.
+    ``scored``: results of an earlier selection on the same folds and fold models, reused for the
+    recipes it holds (a grid that grows scores only its new recipes)."""
     results = {}
     for name, recipe in recipe_grid().items():
+        earlier = (scored or {}).get(name)
+        if earlier is not None and PersonalizationRecipe(**earlier["recipe"]) == recipe:
+            results[name] = {**earlier, "recipe": dataclasses.asdict(recipe)}
+            continue
         outcomes = [o for k, export in fold_exports.items() for o in personalise_wearers(export, people.of_patients(folds[k]), recipe)]
         summary = summarise(outcomes)
         results[name] = {"recipe": dataclasses.asdict(recipe), "pooled": summary["pooled"], "harmed_wearers": summary["harmed_wearers"],

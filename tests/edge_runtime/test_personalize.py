@@ -226,3 +226,20 @@ def test_calibrated_s_lets_the_personal_model_decide_every_absent_class_but_s(ex
     assert per_class.personal_classes == ("N", "V", "F", "Q") and set(per_class.unseen_thresholds) <= {"S"}
     calibrated = personalize(model, global_weights, normal_only, recipe=PersonalizationRecipe(max_epochs=2, unseen_classes="calibrated"), **base)
     assert calibrated.personal_classes == ("N",) and set(calibrated.unseen_thresholds) <= {"S", "V", "F"}
+
+
+def test_kept_on_fewer_errors_the_held_back_beats_must_show_a_gain(exported, wearer):
+    _, export, _ = exported
+    _, first, _, manifest = wearer
+    model = TrainableModel(export / "model_train.tflite")
+    global_weights = model.get_weights()
+    base = dict(base_class_weights=np.array(manifest.class_weights, np.float32), layout=manifest.layout)
+    outcomes = []
+    for data in (first, first.rows(first.label == CLASS_NAMES.index("N"))):
+        lenient = personalize(model, global_weights, data, recipe=PersonalizationRecipe(max_epochs=3), **base)
+        strict = personalize(model, global_weights, data, recipe=PersonalizationRecipe(max_epochs=3, keep="fewer errors"), **base)
+        assert (strict.held_back_errors_global, strict.held_back_errors_personal) == (lenient.held_back_errors_global, lenient.held_back_errors_personal)
+        assert (strict.kept == "personal") == (strict.epochs > 0 and strict.held_back_errors_personal < strict.held_back_errors_global)
+        assert strict.kept == "personal" or np.array_equal(strict.weights, global_weights)
+        outcomes.append((lenient.kept, strict.kept))
+    assert ("personal", "global") in outcomes  # a tie on the held-back beats: only the lenient rule switches
