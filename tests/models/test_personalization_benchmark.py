@@ -55,7 +55,9 @@ def personalization_script():
     return script
 
 
-def test_selection_reads_training_side_people_only(mitdb, exported, opened):  # noqa: F811
+def test_selection_reads_training_side_people_only(mitdb, svdb, exported, opened):  # noqa: F811
+    everyone, all_folds = personalization_script().validation_wearers(mitdb, "all", svdb)
+    assert len(everyone.patients) == sum(len(f) for f in all_folds) == 80 and any("/" in p for p in all_folds[0])
     ds1, folds = personalization_script().validation_wearers(mitdb)
     assert opened and not set(opened) & set(DS2)
     summary = summarise(personalise_wearers(exported[1], ds1.of_patients(folds[0]), PersonalizationRecipe(max_epochs=2)))
@@ -65,10 +67,11 @@ def test_selection_reads_training_side_people_only(mitdb, exported, opened):  # 
 
 def test_the_default_recipe_is_the_one_selection_chose():
     script = personalization_script()
-    selection = json.loads(script.SELECTION.read_text())
-    assert selection["chosen"] in selection["recipes"]
+    for population in script.POPULATIONS:
+        selection = json.loads(script.selection_path(population).read_text())
+        assert selection["chosen"] in selection["recipes"] and selection["population"] == population
+        assert not {p for fold in selection["folds"].values() for p in fold} & {person_of(r) for r in DS2}
     assert script.chosen_recipe() == PersonalizationRecipe()
-    assert not {p for fold in selection["folds"].values() for p in fold} & {person_of(r) for r in DS2}
 
 
 def test_fedbeat_bench_personalize_reports_every_ds2_wearer(mitdb, exported, tmp_path):
