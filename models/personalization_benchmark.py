@@ -10,6 +10,7 @@ training side, each with the global model of a run that never saw them; the repo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import tempfile
@@ -135,19 +136,19 @@ def selection_score(summary: dict) -> tuple[int, float]:
 
 
 def recipe_grid() -> dict[str, PersonalizationRecipe]:
-    """The candidates selection compares: step size, which layers move, and whether classes the
+    """The candidates selection compares: step size, which layers move, whether classes the
     labelled minutes lack keep the global call (always, above a calibrated threshold, never, or per
-    class). Rare classes weigh by the wearer's inverse frequency to the power 0.5: power 1 had the
-    lower pooled S and V F1 in all 27 pairs of stop 33's selection, so it is no longer scored."""
+    class), when the personal model replaces the global one, and (for the plain recipes) how much
+    of the labelled minutes is held back to judge it. Rare classes weigh by the wearer's inverse
+    frequency to the power 0.5: power 1 had the lower pooled S and V F1 in all 27 pairs of stop
+    33's selection, so it is no longer scored."""
     grid = {}
-    for keep in KEEP_RULES:
-        for unseen in UNSEEN_CLASSES:
-            for learning_rate in (0.01, 0.03, 0.1):
-                for moving in ("all", "dense", "logits"):
-                    for power in (0.5,):
-                        name = f"lr {learning_rate}, {moving} layers, class weight power {power}, unseen classes {unseen}" + (", kept on fewer held-back errors" if keep == "fewer errors" else "")
-                        grid[name] = PersonalizationRecipe(max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=power,
-                                                           unseen_classes=unseen, keep=keep)
+    for keep, unseen, learning_rate, moving in itertools.product(KEEP_RULES, UNSEEN_CLASSES, (0.01, 0.03, 0.1), ("all", "dense", "logits")):
+        name = f"lr {learning_rate}, {moving} layers, class weight power 0.5, unseen classes {unseen}" + (", kept on fewer held-back errors" if keep == "fewer errors" else "")
+        grid[name] = PersonalizationRecipe(max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=0.5, unseen_classes=unseen, keep=keep)
+    for held_back, learning_rate, moving in itertools.product((0.3, 0.4), (0.01, 0.03, 0.1), ("all", "logits")):
+        grid[f"lr {learning_rate}, {moving} layers, class weight power 0.5, unseen classes global, held back {held_back}"] = PersonalizationRecipe(
+            max_epochs=30, learning_rate=learning_rate, moving_layers=moving, class_weight_power=0.5, unseen_classes="global", held_back_fraction=held_back)
     return grid
 
 
