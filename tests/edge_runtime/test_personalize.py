@@ -243,3 +243,19 @@ def test_kept_on_fewer_errors_the_held_back_beats_must_show_a_gain(exported, wea
         assert strict.kept == "personal" or np.array_equal(strict.weights, global_weights)
         outcomes.append((lenient.kept, strict.kept))
     assert ("personal", "global") in outcomes  # a tie on the held-back beats: only the lenient rule switches
+
+
+def test_personalize_keep_flag_reaches_the_recipe_and_the_record(exported, wearer, tmp_path):
+    _, export, _ = exported
+    _, first, _, _ = wearer
+    normal_only = first.rows(first.label == CLASS_NAMES.index("N"))
+    np.savez(tmp_path / "normal.npz", beat=normal_only.beat, log_rr=normal_only.log_rr, label=normal_only.label)
+    runs = {keep: device("personalize", "--model", str(export), "--data", str(tmp_path / "normal.npz"), "--out", str(tmp_path / keep.replace(" ", "_")),
+                         "--epochs", "3", "--keep", keep, "--json") for keep in ("no worse", "fewer errors")}
+    assert all(run.returncode == 0 for run in runs.values()), [run.stderr for run in runs.values()]
+    reports = {keep: json.loads(run.stdout) for keep, run in runs.items()}
+    assert reports["no worse"]["held_back_errors_personal"] == reports["fewer errors"]["held_back_errors_personal"] == reports["fewer errors"]["held_back_errors_global"] == 0
+    assert (reports["no worse"]["kept"], reports["fewer errors"]["kept"]) == ("personal", "global")  # a 0/0 tie proves nothing
+    assert json.loads((tmp_path / "fewer_errors" / PERSONAL_FILE).read_text())["recipe"]["keep"] == "fewer errors"
+    bad = device("personalize", "--model", str(export), "--data", str(tmp_path / "normal.npz"), "--out", str(tmp_path / "x"), "--keep", "sometimes")
+    assert bad.returncode == 2 and "--keep" in bad.stderr
