@@ -35,7 +35,8 @@ from models.personalization_benchmark import format_table, plot_per_wearer, repo
 from simulation.runner import training_side, validation_fold_people  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from validation_folds import POPULATIONS, fold_exports  # noqa: E402
+from selection import SUFFIX  # noqa: E402
+from validation_folds import fold_exports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DECIDING_POPULATION = "all"
@@ -44,7 +45,7 @@ FOLDS = 5
 
 
 def selection_path(population: str) -> Path:
-    return RESULTS / ("personalization_selection.json" if population == "ds1" else "personalization_selection_all_people.json")
+    return RESULTS / f"personalization_selection{SUFFIX[population]}.json"
 
 
 def chosen_recipe() -> PersonalizationRecipe:
@@ -65,7 +66,7 @@ def main() -> int:
     parser.add_argument("mode", choices=["select", "report"])
     parser.add_argument("--data-dir", type=Path, default=default_mitdb_dir())
     parser.add_argument("--fold-export", action="append", default=[], metavar="K=DIR", help="select: fold K's global model export")
-    parser.add_argument("--population", choices=POPULATIONS, default=DECIDING_POPULATION, help="select: whose validation folds")
+    parser.add_argument("--population", choices=list(SUFFIX), default=DECIDING_POPULATION, help="select: whose validation folds")
     parser.add_argument("--svdb", type=Path, default=shared_database_dir("svdb"), help="select --population all: the svdb records")
     parser.add_argument("--model", type=Path, help="report: the reference run's export")
     parser.add_argument("--seeds", default="0,1,2")

@@ -23,10 +23,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from datasets.splits import default_mitdb_dir, shared_database_dir  # noqa: E402
+from simulation.config import VALIDATION_POPULATIONS  # noqa: E402
 from simulation.metrics import pooled_f1  # noqa: E402
 from simulation.model_selection import MarginRule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+SUFFIX = {"ds1": "", "all": "_all_people"}
+"""Per validation population (simulation.config.VALIDATION_POPULATIONS), the suffix of its result
+files and run directories, here and in the device-side selections."""
 IN_FORCE = "+ svdb people, FedAvgM (server momentum 0.9, server lr 0.1)"
 """The configuration ``benchmarks/mitdb_reference.py`` trains: 3 local epochs (chosen at stop 31,
 replaced by 1 epoch at stop 33 on a +0.005 mean of 3 DS1 folds, back at stop 35 by the rule on
@@ -75,12 +79,12 @@ def main() -> int:
     parser.add_argument("--svdb", default=shared_database_dir("svdb"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--use-folds", default="0,1,2", help="which folds to run; their scores join the variant's stored folds (all folds cost --folds runs per variant)")
-    parser.add_argument("--population", choices=["ds1", "all"], default="ds1", help="whom the folds deal (fedbeat simulate --validation-population)")
+    parser.add_argument("--population", choices=VALIDATION_POPULATIONS, default="ds1", help="whom the folds deal (fedbeat simulate --validation-population)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--only", help="run only the variant with this name")
     parser.add_argument("--decide-only", action="store_true", help="train nothing: apply the selection rule to the stored results")
     args = parser.parse_args()
-    suffix = "_all_people" if args.population == "all" else ""
+    suffix = SUFFIX[args.population]
     path = results_path(suffix)
     results = load_results(suffix)
     if args.decide_only:

@@ -25,14 +25,14 @@ from datasets.splits import default_mitdb_dir  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from mitdb_reference import chosen_variant  # noqa: E402
+from selection import SUFFIX  # noqa: E402
 
 FOLDS = 5
-POPULATIONS = ("ds1", "all")
 
 
 def fold_models_dir(population: str) -> Path:
     """Where the fold models of a validation population live by default."""
-    return ROOT / "runs" / ("validation_folds" if population == "ds1" else "validation_folds_all_people")
+    return ROOT / "runs" / f"validation_folds{SUFFIX[population]}"
 
 
 def fold_exports(given: list[str], population: str = "ds1") -> dict[int, Path]:
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=default_mitdb_dir())
     parser.add_argument("--folds", default=",".join(str(k) for k in range(FOLDS)))
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--population", choices=POPULATIONS, default="ds1", help="whom the folds deal (fedbeat simulate --validation-population)")
+    parser.add_argument("--population", choices=list(SUFFIX), default="ds1", help="whom the folds deal (fedbeat simulate --validation-population)")
     parser.add_argument("--out", type=Path, help="default: runs/validation_folds, or runs/validation_folds_all_people")
     args = parser.parse_args()
     if args.data_dir is None:

@@ -67,7 +67,7 @@ def test_selection_reads_training_side_people_only(mitdb, svdb, exported, opened
 
 def test_the_default_recipe_is_the_one_selection_chose():
     script = personalization_script()
-    for population in script.POPULATIONS:
+    for population in script.SUFFIX:
         selection = json.loads(script.selection_path(population).read_text())
         assert selection["chosen"] in selection["recipes"] and selection["population"] == population
         assert not {p for fold in selection["folds"].values() for p in fold} & {person_of(r) for r in DS2}
